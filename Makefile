@@ -1,0 +1,55 @@
+# Two commands on a fresh machine:  `make book`  and  `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export COMPANION_DATA_DIR ?= $(abspath ../shared/data)
+export COMPANION_CACHE ?= $(abspath .cache/companion)
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
+NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
+
+.PHONY: book test unit notebooks build-check lint bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# CPU machines: the local CPU wheel, not GBs of CUDA packages (Colab keeps its own torch).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## make book: execute every chapter and render the book into _build/html
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -n --keep-going
+	@echo "Open _build/html/index.html"
+
+## make test: lint, unit tests, every notebook under nbval, and a -W book build
+test: $(STAMP) lint unit notebooks build-check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check companion tests bench
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests -q
+
+notebooks: $(STAMP)
+	$(VENV)/bin/pytest -q --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS)
+
+# The notebooks were just executed by nbval; this build checks the book renders with
+# zero warnings without executing them a second time.
+build-check: $(STAMP)
+	mkdir -p _build
+	sed 's/execute_notebooks: .*/execute_notebooks: "off"/' _config.yml > _build/_config_noexec.yml
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going --config _build/_config_noexec.yml
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf _build .cache

@@ -1,0 +1,12 @@
+"""companion: the code behind "Train your own ChatGPT".
+
+Organized by concept (data, tokenizer, models, sampling, sft, reward, rl, ppo, rlaif,
+dpo, widgets, pipeline).  Import the submodule you need, e.g.
+``from companion.data import load_dataset``.
+"""
+
+from companion.profiles import Profile, describe, profile
+from companion.seeding import seed_everything
+
+__version__ = "0.1.0"
+__all__ = ["Profile", "describe", "profile", "seed_everything", "__version__"]

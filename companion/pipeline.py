@@ -1,0 +1,73 @@
+"""The book's artifacts, each built once and cached: tokenizer -> base model -> ...
+
+Every function here returns a cached artifact or builds it (showing progress), so any
+chapter can start from what the previous chapters produced, even when run on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from companion import artifacts
+from companion.data import load_dataset
+from companion.models import build_causal_lm, load_pretrained
+from companion.pretrain import PretrainConfig, pretrain
+from companion.profiles import Profile
+from companion.profiles import profile as active_profile
+from companion.seeding import seed_everything
+from companion.tokenizer import ensure_chat_template, train_bpe_tokenizer
+
+
+def tokenizer(profile: Profile | None = None, rebuild: bool = False):
+    """Tiny: a byte-level BPE trained on the TinyStories sample.  gpu: the checkpoint's."""
+    p = profile or active_profile()
+    if p.base_model:
+        tok = AutoTokenizer.from_pretrained(p.base_model)
+        ensure_chat_template(tok)
+        return tok
+
+    def build(out: Path) -> dict:
+        texts = load_dataset("tinystories", split="train", limit=None)["text"]
+        tok = train_bpe_tokenizer(texts, vocab_size=p.vocab_size)
+        tok.save_pretrained(out)
+        return {"vocab_size": len(tok), "trained_on": "tinystories/train"}
+
+    path = artifacts.get_or_build("tokenizer", build, rebuild=rebuild, profile_name=p.name)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def base_config(profile: Profile | None = None) -> PretrainConfig:
+    """The pretraining recipe of the base model every later chapter starts from."""
+    p = profile or active_profile()
+    return PretrainConfig(max_steps=p.pretrain_steps, batch_size=p.batch_size,
+                          context_length=p.context_length, learning_rate=p.learning_rate)
+
+
+def build_base_model(out: Path, profile: Profile | None = None, cfg: PretrainConfig | None = None) -> dict:
+    """Train the tiny base model on TinyStories and save it (model + tokenizer) to ``out``."""
+    p = profile or active_profile()
+    cfg = cfg or base_config(p)
+    seed_everything(cfg.seed)
+    tok = tokenizer(p)
+    model = build_causal_lm(tok, p)
+    train = load_dataset("tinystories", split="train", limit=None)["text"]
+    held = load_dataset("tinystories", split="validation", limit=None)["text"]
+    history = pretrain(model, tok, train, held, cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"history": history, "final_eval_loss": history.get("final_eval_loss")}
+
+
+def base_model(profile: Profile | None = None, rebuild: bool = False):
+    """(model, tokenizer) of the pretrained base model: a Hub checkpoint (gpu) or ours (tiny)."""
+    p = profile or active_profile()
+    if p.base_model:
+        return load_pretrained(p.base_model, device=p.device)
+    path = artifacts.get_or_build("base", lambda out: build_base_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+STAGES = {"tokenizer": tokenizer, "base": base_model}

@@ -1,0 +1,120 @@
+"""Profiles: one switch that sizes every experiment in the book.
+
+``tiny``  - CPU, offline, minutes: small models trained from scratch, local sample data.
+``gpu``   - a CUDA GPU (Colab T4 and up): real pretrained checkpoints, full Hub datasets.
+
+The active profile is ``gpu`` when CUDA is available and ``tiny`` otherwise; the
+environment variable ``COMPANION_PROFILE`` overrides the choice.  Model ids can be
+pointed at local directories with ``COMPANION_BASE_MODEL`` / ``COMPANION_CHAT_MODEL``
+(the tests use this to exercise the gpu code path offline).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+PROFILE_ENV = "COMPANION_PROFILE"
+PROFILE_NAMES = ("tiny", "gpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and sources shared by every chapter."""
+
+    name: str
+    device: str
+    # Models: ``None`` means "build a small model from a config and train it here".
+    base_model: str | None
+    chat_model: str | None
+    # Architecture of the from-scratch model (used when ``base_model`` is None).
+    model_config: dict = field(default_factory=dict)
+    vocab_size: int = 4096
+    context_length: int = 256
+    # Data: at most this many rows of any dataset (``None`` = all of it).
+    max_rows: int | None = 2000
+    # Training sizes.
+    batch_size: int = 16
+    pretrain_steps: int = 600
+    learning_rate: float = 3e-3
+    bf16: bool = False
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == "tiny"
+
+
+TINY = Profile(
+    name="tiny",
+    device="cpu",
+    base_model=None,
+    chat_model=None,
+    model_config=dict(n_layer=4, n_head=4, n_embd=192, intermediate_size=512),
+    vocab_size=4096,
+    context_length=256,
+    max_rows=4000,
+    batch_size=16,
+    pretrain_steps=600,
+    learning_rate=3e-3,
+)
+
+GPU = Profile(
+    name="gpu",
+    device="cuda",
+    base_model="HuggingFaceTB/SmolLM2-135M",
+    chat_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    model_config=dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=2048),
+    vocab_size=49152,
+    context_length=512,
+    max_rows=50_000,
+    batch_size=16,
+    pretrain_steps=1000,
+    learning_rate=5e-5,
+)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a hard requirement
+        return False
+
+
+def profile(name: str | None = None) -> Profile:
+    """Return the active profile.
+
+    Order: the ``name`` argument, then ``$COMPANION_PROFILE``, then ``gpu`` if a CUDA
+    device is visible, else ``tiny``.
+    """
+    chosen = name or os.environ.get(PROFILE_ENV) or ("gpu" if _cuda_available() else "tiny")
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILE_NAMES:
+        raise ValueError(
+            f"Unknown profile {chosen!r}. Use one of {PROFILE_NAMES}, e.g. "
+            f"`export {PROFILE_ENV}=tiny`."
+        )
+    p = TINY if chosen == "tiny" else GPU
+    if p.name == "gpu" and not _cuda_available():
+        # The gpu profile's code path still runs on CPU (tests, offline checks).
+        p = replace(p, device="cpu", bf16=False)
+    elif p.name == "gpu":
+        import torch
+
+        p = replace(p, bf16=torch.cuda.is_bf16_supported())
+    overrides = {
+        "base_model": os.environ.get("COMPANION_BASE_MODEL"),
+        "chat_model": os.environ.get("COMPANION_CHAT_MODEL"),
+    }
+    overrides = {k: v for k, v in overrides.items() if v}
+    return replace(p, **overrides) if overrides else p
+
+
+def describe(p: Profile | None = None) -> str:
+    """One-line human summary of a profile (printed at the top of every chapter)."""
+    p = p or profile()
+    model = p.base_model or (
+        "small model trained here ({n_layer} layers, d={n_embd})".format(**p.model_config)
+    )
+    return f"profile={p.name} device={p.device} base model={model} max rows={p.max_rows}"
