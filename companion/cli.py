@@ -1,0 +1,70 @@
+"""The ``companion`` command: inspect the profile, the data and the artifact cache.
+
+    companion info               # profile, data folder, cache folder
+    companion data               # datasets and where they load from
+    companion artifacts          # cached artifacts of the active profile
+    companion build base         # build (or rebuild with --rebuild) a pipeline stage
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from companion import artifacts, describe
+from companion.data import SOURCES, data_dir
+
+
+def _info(_args) -> int:
+    print(describe())
+    print(f"data folder : {data_dir() or '(none: datasets come from the Hugging Face Hub)'}")
+    print(f"cache folder: {artifacts.cache_root()}")
+    return 0
+
+
+def _data(_args) -> int:
+    root = data_dir()
+    for name, src in sorted(SOURCES.items()):
+        local = [s for s, rel in src.local.items() if root and (root / rel).exists()]
+        where = f"local {','.join(local)}" if local else (f"hub {src.hub_id}" if src.hub_id else "unavailable")
+        print(f"{name:18s} {src.format:20s} {where:32s} {src.description}")
+    return 0
+
+
+def _artifacts(_args) -> int:
+    names = artifacts.list_artifacts()
+    if not names:
+        print(f"no artifacts cached yet in {artifacts.cache_root()}")
+    for name in names:
+        meta = artifacts.metadata(name)
+        print(f"{name:12s} {meta.get('created', '')}  {artifacts.artifact_dir(name)}")
+    return 0
+
+
+def _build(args) -> int:
+    from companion import pipeline
+
+    if args.stage not in pipeline.STAGES:
+        print(f"unknown stage {args.stage!r}; choose from {sorted(pipeline.STAGES)}", file=sys.stderr)
+        return 2
+    pipeline.STAGES[args.stage](rebuild=args.rebuild)
+    print(f"{args.stage}: {artifacts.artifact_dir(args.stage)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="active profile, data and cache folders").set_defaults(fn=_info)
+    sub.add_parser("data", help="datasets and their sources").set_defaults(fn=_data)
+    sub.add_parser("artifacts", help="cached artifacts").set_defaults(fn=_artifacts)
+    b = sub.add_parser("build", help="build a pipeline stage (tokenizer, base, ...)")
+    b.add_argument("stage")
+    b.add_argument("--rebuild", action="store_true")
+    b.set_defaults(fn=_build)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
