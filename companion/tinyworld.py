@@ -1,0 +1,296 @@
+"""The "tiny world": a story-writing task family with a programmatic gold judge.
+
+Chapters 4-10 need an alignment task that a 2.6M-parameter model trained on TinyStories
+can learn, and whose success a program can check, so that a *gold judge* can play the
+human labeler: it labels preferences, evaluates policies, and exposes a learned reward
+model that is being over-optimized.
+
+A task is a :class:`TaskSpec`: a character name and a topic, phrased as one of several
+instruction templates, e.g. "Write a short story about Lily and a dog."  A response
+succeeds when it (1) names the character, (2) mentions the topic, (3) ends happily,
+(4) is not repetitive, (5) has a sensible length, and (6) ends in a complete sentence.
+:func:`gold_judge` returns each check, their mean as a score in [0, 1], and success
+(all checks pass).
+
+SFT data comes from real TinyStories stories: :func:`spec_from_story` reads the main
+character and a topic off a story, and the story itself becomes the answer.  The
+(name, topic) pairs are split deterministically into train and held-out pairs, so the
+held-out prompts (:func:`held_out_prompts`) ask for combinations never seen in SFT data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+# Character names that recur in TinyStories (each is the "named X" of several stories).
+NAMES: tuple[str, ...] = (
+    "Lily", "Tim", "Timmy", "Lucy", "Tom", "Jack", "Jane", "Sue", "Max", "Sarah", "Spot",
+    "Joe", "Bob", "John", "Daisy", "Amy", "Sally", "Benny", "Mia", "Kitty", "Andy", "Grace",
+    "Anna", "Molly", "Sam", "Emma", "Sophie", "Billy", "Polly", "Bobby", "Ben", "Mittens",
+    "Ella", "Lola", "Susie", "Emily", "Danny", "Jimmy", "Bella", "Rosie",
+)
+
+# Topics (nouns frequent in TinyStories) and how an instruction refers to them.
+TOPICS: dict[str, str] = {
+    "park": "a park", "house": "a house", "tree": "a tree", "sun": "the sun",
+    "garden": "a garden", "toy": "a toy", "bird": "a bird", "dog": "a dog", "box": "a box",
+    "car": "a car", "bear": "a bear", "ball": "a ball", "cat": "a cat", "fish": "a fish",
+    "rabbit": "a rabbit", "boat": "a boat", "beach": "the beach", "flower": "a flower",
+    "school": "school", "bunny": "a bunny", "mouse": "a mouse", "cake": "a cake",
+    "rock": "a rock", "hat": "a hat", "truck": "a truck", "butterfly": "a butterfly",
+    "river": "a river", "book": "a book", "doll": "a doll", "sand": "sand", "frog": "a frog",
+    "puppy": "a puppy",
+}
+
+TEMPLATES: tuple[str, ...] = (
+    "Write a short story about {name} and {phrase}.",
+    "Tell me a story for kids. The main character is {name}, and the story must include {phrase}.",
+    "Can you write a happy story about {name}? Please include {phrase}.",
+    "Story request: a child named {name}, {phrase}, and a happy ending.",
+    "Write a bedtime story featuring {name} and {phrase}. End it happily.",
+    "I want a short story. Main character: {name}. It should mention the word \"{topic}\". "
+    "Make the ending happy.",
+)
+
+HAPPY_WORDS = frozenset([
+    "happy", "happily", "glad", "smile", "smiled", "smiles", "smiling", "laugh", "laughed",
+    "laughing", "love", "loved", "loves", "fun", "joy", "joyful", "proud", "best", "friends",
+    "friend", "thanked", "thank", "hug", "hugged", "hugs", "excited", "great", "good", "safe",
+    "together", "wonderful", "nice", "kind", "played", "play", "cheered", "enjoyed",
+])
+SAD_WORDS = frozenset([
+    "sad", "sadly", "cried", "cry", "crying", "hurt", "died", "dead", "angry", "mad", "scared",
+    "afraid", "lost", "alone", "broken", "never", "lonely", "upset", "worried",
+])
+
+MIN_WORDS, MAX_WORDS = 25, 250
+MIN_DISTINCT_TRIGRAMS = 0.7  # distinct word trigrams / all trigrams
+HELD_OUT_EVERY = 5  # one (name, topic) pair in five is held out of the SFT data
+CHECKS = ("name", "topic", "happy_ending", "not_repetitive", "length", "complete")
+
+_WORD = re.compile(r"[A-Za-z']+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'])\s+")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One instruction of the tiny world: write a story about ``name`` and ``topic``."""
+
+    name: str
+    topic: str
+    template: int = 0
+
+    def __post_init__(self):
+        if self.topic not in TOPICS:
+            raise ValueError(f"unknown topic {self.topic!r}; use one of tinyworld.TOPICS: {sorted(TOPICS)}")
+        if not self.name or not self.name[0].isupper() or not self.name.isalpha():
+            raise ValueError(f"name must be a capitalized word such as 'Lily', got {self.name!r}")
+        if not 0 <= self.template < len(TEMPLATES):
+            raise ValueError(f"template must be in [0, {len(TEMPLATES) - 1}], got {self.template}")
+
+    @property
+    def instruction(self) -> str:
+        """The user's request, in words."""
+        return TEMPLATES[self.template].format(name=self.name, topic=self.topic, phrase=TOPICS[self.topic])
+
+    def messages(self) -> list[dict]:
+        """The request as a one-turn conversation (the prompt of a chat model)."""
+        return [{"role": "user", "content": self.instruction}]
+
+    @property
+    def held_out(self) -> bool:
+        """True for the (name, topic) pairs reserved for evaluation."""
+        return is_held_out(self.name, self.topic)
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The gold judge's verdict: ``score`` = fraction of checks passed, ``success`` = all."""
+
+    score: float
+    success: bool
+    checks: dict[str, bool] = field(default_factory=dict)
+
+
+def is_held_out(name: str, topic: str) -> bool:
+    """Deterministic split of (name, topic) pairs: about one in ``HELD_OUT_EVERY`` is held out."""
+    return zlib.crc32(f"{name}|{topic}".encode()) % HELD_OUT_EVERY == 0
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def mentions(text: str, word: str, case_sensitive: bool = False) -> bool:
+    """Whole-word match of ``word`` (also its plural, for topics)."""
+    flags = 0 if case_sensitive else re.IGNORECASE
+    return re.search(rf"\b{re.escape(word)}(?:s|es)?\b", text, flags) is not None
+
+
+def distinct_trigram_ratio(text: str) -> float:
+    """Distinct word trigrams / all word trigrams (1.0 = no repeated phrase; texts < 3 words: 1.0)."""
+    w = [x.lower() for x in words(text)]
+    grams = list(zip(w, w[1:], w[2:]))
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def happy_ending(text: str, last: int = 2) -> bool:
+    """A happy word in the last ``last`` sentences and no sad word in the very last one."""
+    sents = sentences(text)
+    if not sents:
+        return False
+    tail = {w.lower() for s in sents[-last:] for w in words(s)}
+    final = {w.lower() for w in words(sents[-1])}
+    return bool(tail & HAPPY_WORDS) and not (final & SAD_WORDS)
+
+
+def gold_judge(spec: TaskSpec, response: str) -> JudgeResult:
+    """Score a response to ``spec`` with six programmatic checks (see the module docstring)."""
+    text = response.strip()
+    n = len(words(text))
+    checks = {
+        "name": mentions(text, spec.name, case_sensitive=True),
+        "topic": mentions(text, spec.topic),
+        "happy_ending": happy_ending(text),
+        "not_repetitive": n >= 3 and distinct_trigram_ratio(text) >= MIN_DISTINCT_TRIGRAMS,
+        "length": MIN_WORDS <= n <= MAX_WORDS,
+        "complete": re.search(r"[.!?][\"']?$", text) is not None,
+    }
+    score = sum(checks.values()) / len(checks)
+    return JudgeResult(score=score, success=all(checks.values()), checks=checks)
+
+
+def judge_many(specs: list[TaskSpec], responses: list[str]) -> list[JudgeResult]:
+    if len(specs) != len(responses):
+        raise ValueError(f"got {len(specs)} specs but {len(responses)} responses; pass one response per spec")
+    return [gold_judge(s, r) for s, r in zip(specs, responses)]
+
+
+def success_rate(results: list[JudgeResult]) -> float:
+    """Fraction of successful responses (0.0 for an empty list)."""
+    return sum(r.success for r in results) / len(results) if results else 0.0
+
+
+def main_character(story: str) -> str | None:
+    """The most mentioned name of :data:`NAMES` (at least twice), or None."""
+    counts = Counter(w for w in words(story) if w in NAMES)
+    if not counts:
+        return None
+    name, c = max(counts.items(), key=lambda kv: (kv[1], -NAMES.index(kv[0])))
+    return name if c >= 2 else None
+
+
+def story_topics(story: str) -> list[str]:
+    """Topics of :data:`TOPICS` the story mentions, most mentioned first (ties: TOPICS order)."""
+    low = story.lower()
+    counts = {t: len(re.findall(rf"\b{t}(?:s|es)?\b", low)) for t in TOPICS}
+    return sorted((t for t in TOPICS if counts[t]), key=lambda t: -counts[t])
+
+
+def main_topic(story: str) -> str | None:
+    """The most mentioned topic of :data:`TOPICS`, or None."""
+    topics = story_topics(story)
+    return topics[0] if topics else None
+
+
+def spec_from_story(story: str, template: int = 0) -> TaskSpec | None:
+    """The instruction a story answers (its main character and topic), or None."""
+    name, topic = main_character(story), main_topic(story)
+    if name is None or topic is None:
+        return None
+    return TaskSpec(name, topic, template)
+
+
+def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = False,
+                  max_words: int = 160, topics_per_story: int = 2) -> list[tuple[TaskSpec, str]]:
+    """(spec, story) pairs for stories that pass the gold judge for their own spec.
+
+    A story answers one instruction per topic it mentions (its ``topics_per_story`` most
+    mentioned ones), each with a random template (seeded).  ``held_out``: False keeps
+    training pairs only, True held-out pairs only, None both.  ``max_words`` drops long
+    stories (the tiny model's context is 256 tokens).
+    """
+    if topics_per_story < 1:
+        raise ValueError(f"topics_per_story must be >= 1, got {topics_per_story}")
+    rng = random.Random(seed)
+    out = []
+    for story in stories:
+        story = story.strip()
+        name = main_character(story)
+        if name is None or len(words(story)) > max_words:
+            continue
+        for topic in story_topics(story)[:topics_per_story]:
+            spec = TaskSpec(name, topic, rng.randrange(len(TEMPLATES)))
+            if held_out is not None and spec.held_out != held_out:
+                continue
+            if gold_judge(spec, story).success:
+                out.append((spec, story))
+    return out
+
+
+def to_messages(spec: TaskSpec, response: str) -> list[dict]:
+    return [*spec.messages(), {"role": "assistant", "content": response}]
+
+
+def examples_to_dataset(examples: list[tuple[TaskSpec, str]]) -> Dataset:
+    """A conversational dataset (``messages``) with the spec kept in ``name``/``topic``/``template``."""
+    if not examples:
+        raise ValueError("no examples: every story was filtered out; pass more stories or raise max_words")
+    return Dataset.from_list([
+        {"messages": to_messages(s, r), "name": s.name, "topic": s.topic, "template": s.template}
+        for s, r in examples
+    ])
+
+
+def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0,
+                max_words: int = 160, topics_per_story: int = 2) -> Dataset:
+    """SFT data of the tiny world, from real TinyStories stories, in ``messages`` format.
+
+    Only stories whose (name, topic) pair is a *training* pair are kept, so
+    :func:`held_out_prompts` stays unseen.  ``limit`` caps the number of rows.
+    """
+    from companion.data import load_dataset
+
+    stories = load_dataset("tinystories", split=split, limit=None)["text"]
+    examples = make_examples(stories, seed=seed, held_out=False, max_words=max_words,
+                             topics_per_story=topics_per_story)
+    return examples_to_dataset(examples[:limit] if limit else examples)
+
+
+def make_instructions(n: int, seed: int = 0, held_out: bool = False) -> list[TaskSpec]:
+    """``n`` distinct random specs (name x topic x template), training or held-out pairs."""
+    pairs = [(a, t) for a in NAMES for t in TOPICS if is_held_out(a, t) == held_out]
+    if not 0 < n <= len(pairs):
+        raise ValueError(f"n must be between 1 and {len(pairs)} (the number of distinct pairs), got {n}")
+    rng = random.Random(seed)
+    chosen = rng.sample(pairs, n)
+    return [TaskSpec(a, t, rng.randrange(len(TEMPLATES))) for a, t in chosen]
+
+
+def held_out_prompts(n: int = 64, seed: int = 1234) -> list[TaskSpec]:
+    """``n`` evaluation specs whose (name, topic) pairs never occur in :func:`sft_dataset`."""
+    return make_instructions(n, seed=seed, held_out=True)
+
+
+def prompt_dataset(specs: list[TaskSpec]) -> Dataset:
+    """Specs as a conversational prompt dataset (``prompt`` = [user turn]) for RL/preference trainers."""
+    if not specs:
+        raise ValueError("prompt_dataset needs at least one spec")
+    return Dataset.from_list([
+        {"prompt": s.messages(), "name": s.name, "topic": s.topic, "template": s.template} for s in specs
+    ])
+
+
+def spec_of(row: dict) -> TaskSpec:
+    """Rebuild the :class:`TaskSpec` of a dataset row (it has ``name``, ``topic``, ``template``)."""
+    return TaskSpec(row["name"], row["topic"], int(row.get("template", 0)))
