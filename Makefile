@@ -46,7 +46,7 @@ notebooks: $(STAMP)
 build-check: $(STAMP)
 	mkdir -p _build
 	sed 's/execute_notebooks: .*/execute_notebooks: "off"/' _config.yml > _build/_config_noexec.yml
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going --config _build/_config_noexec.yml
+	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going --config _build/_config_noexec.yml
 
 bench: $(STAMP)
 	$(PY) -m bench
