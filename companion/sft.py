@@ -1,0 +1,283 @@
+"""Supervised fine-tuning (instruction tuning): a thin layer over TRL's ``SFTTrainer``.
+
+The recipe is TRL's: a config (:func:`sft_config` returns an ``SFTConfig`` with the
+book's defaults, each explained below) and a trainer (:func:`train_sft` builds an
+``SFTTrainer``, trains, and returns the model with its loss history).  LoRA is one
+argument away (``peft_config=lora_config()``) and :func:`merge_lora` folds the adapter
+back into the base weights.  From a script::
+
+    from companion import pipeline, sft, tinyworld
+    model, tok = pipeline.base_model()
+    result = sft.train_sft(model, tok, tinyworld.sft_dataset(), args=sft.sft_config(max_steps=300))
+    print(sft.evaluate_gold(result.model, tok, tinyworld.held_out_prompts(64))["success_rate"])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from trl import SFTConfig, SFTTrainer
+
+from companion.profiles import Profile
+from companion.profiles import profile as active_profile
+from companion.tokenizer import chat_stop_ids
+
+
+# --------------------------------------------------------------------------- data checks
+def check_sft_dataset(dataset: Dataset) -> Dataset:
+    """Return ``dataset`` if it is conversational SFT data, else raise a ValueError that says why.
+
+    SFT data needs a ``messages`` column; every conversation must contain at least one
+    assistant turn with non-empty content (with assistant-only loss, an empty answer
+    would contribute no tokens to learn from).
+    """
+    if "messages" not in dataset.column_names:
+        raise ValueError(
+            f"SFT data needs a 'messages' column (a list of {{'role', 'content'}} turns); this dataset has "
+            f"{dataset.column_names}. Convert it first, e.g. "
+            "dataset.map(lambda r: {'messages': [{'role': 'user', 'content': r['prompt']}, "
+            "{'role': 'assistant', 'content': r['completion']}]})."
+        )
+    if len(dataset) == 0:
+        raise ValueError("SFT dataset is empty: it needs at least one conversation.")
+    for i, messages in enumerate(dataset["messages"]):
+        answers = [m for m in messages if m.get("role") == "assistant"]
+        if not answers:
+            raise ValueError(f"row {i} has no assistant turn; every conversation needs an answer to learn from.")
+        if any(not (m.get("content") or "").strip() for m in answers):
+            raise ValueError(
+                f"row {i} has an empty assistant turn; drop it (dataset.filter) or fill in the answer."
+            )
+    return dataset
+
+
+def assistant_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, mask) of a conversation; mask[i] = 1 where token i is the assistant's.
+
+    This is the mask TRL's ``assistant_only_loss=True`` applies to the labels: the loss
+    is computed on the positions with mask 1 only.  It comes from the chat template's
+    ``{% generation %}`` markers.
+    """
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    mask = list(out["assistant_masks"])
+    if not any(mask):
+        raise ValueError("the chat template marked no assistant tokens: it needs {% generation %} markers")
+    return list(out["input_ids"]), mask
+
+
+def to_plain_text(messages: list[dict], eos: str = "") -> str:
+    """A conversation with its role markers removed: the turns joined by newlines.
+
+    Training on this format shows why chat markers exist: nothing tells the model where
+    the question ends and the answer starts, so it may continue the question.
+    """
+    return "\n".join(m["content"] for m in messages) + eos
+
+
+# --------------------------------------------------------------------------- config
+def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **overrides) -> SFTConfig:
+    """TRL's ``SFTConfig`` with the book's defaults for the active profile.
+
+    Defaults (change any of them with keyword arguments):
+
+    * ``assistant_only_loss=True``: learn to *answer*, not to imitate the user; the loss
+      is masked to the tokens inside the template's ``{% generation %}`` markers.
+    * ``max_length``: the profile's context length (256 tiny, 512 gpu); longer
+      conversations are truncated at the end.
+    * ``learning_rate``: 1e-3 for the tiny model (small models and short runs tolerate
+      large steps), 2e-5 (TRL's default) for a real 135M checkpoint, where larger steps
+      erase what pretraining taught.
+    * ``max_steps``: 300 tiny (about 13 epochs of the tiny world at batch 16) and 1000 gpu.
+    * ``lr_scheduler_type="cosine"`` with a short warmup: the standard fine-tuning schedule.
+    * ``gradient_checkpointing`` and ``bf16`` only on a GPU: on CPU they cost time and
+      buy nothing.
+    * no checkpoints, no external loggers: the trained model is saved by the caller
+      (see ``pipeline.sft_model``).
+    """
+    p = profile or active_profile()
+    gpu = p.device == "cuda"
+    defaults = dict(
+        output_dir=output_dir,
+        assistant_only_loss=True,
+        max_length=p.context_length,
+        packing=False,
+        learning_rate=1e-3 if p.is_tiny else 2e-5,
+        max_steps=300 if p.is_tiny else 1000,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.batch_size,
+        lr_scheduler_type="cosine",
+        warmup_steps=10 if p.is_tiny else 30,
+        weight_decay=0.0,
+        logging_steps=10,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        gradient_checkpointing=gpu,
+        bf16=p.bf16,
+        use_cpu=not gpu,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    return SFTConfig(**{**defaults, **overrides})
+
+
+def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.0,
+                target_modules: str | list[str] = "all-linear") -> LoraConfig:
+    """A PEFT LoRA config: rank-``r`` updates ``B @ A`` (scaled by alpha/r) on every linear layer.
+
+    ``all-linear`` adapts attention and MLP projections (not the output head); the base
+    weights stay frozen, only the ``lora_A``/``lora_B`` matrices train.
+    """
+    if r < 1:
+        raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                      task_type="CAUSAL_LM", bias="none")
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class SFTResult:
+    """What :func:`train_sft` returns: the trained model, its losses and its cost."""
+
+    model: torch.nn.Module
+    history: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+    peak_memory_mb: float | None = None
+    trainer: SFTTrainer | None = None
+
+
+def _param_counts(model) -> tuple[int, int]:
+    seen, total, trainable = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | None = None,
+              args: SFTConfig | None = None, peft_config: LoraConfig | None = None) -> SFTResult:
+    """Fine-tune ``model`` on conversational data with TRL's ``SFTTrainer``.
+
+    With ``peft_config`` the trainer wraps the model in LoRA adapters (the returned
+    model is a ``PeftModel``; see :func:`merge_lora`).  ``history`` holds the logged
+    training loss and, with an eval set, the held-out loss before and after training.
+    """
+    args = args or sft_config()
+    if args.assistant_only_loss:
+        check_sft_dataset(train_dataset)
+        if eval_dataset is not None:
+            check_sft_dataset(eval_dataset)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=peft_config)
+    trainable, total = _param_counts(trainer.model)
+    history: dict = {}
+    if eval_dataset is not None:
+        history["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+    cuda = torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    logs = trainer.state.log_history
+    history["train_steps"] = [r["step"] for r in logs if "loss" in r]
+    history["train_loss"] = [r["loss"] for r in logs if "loss" in r]
+    if eval_dataset is not None:
+        history["eval_loss"] = trainer.evaluate()["eval_loss"]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return SFTResult(model=trainer.model, history=history, train_seconds=seconds, trainable_params=trainable,
+                     total_params=total, peak_memory_mb=peak, trainer=trainer)
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the base weights (W + alpha/r * B @ A) and return a plain model."""
+    if not isinstance(model, PeftModel):
+        raise ValueError("merge_lora expects a PeftModel (a model trained with peft_config=lora_config()).")
+    return model.merge_and_unload()
+
+
+# --------------------------------------------------------------------------- generation & evaluation
+@torch.no_grad()
+def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 200,
+                   temperature: float = 0.0, batch_size: int = 32, seed: int = 0,
+                   show_progress: bool = False) -> list[str]:
+    """The assistant's reply to each conversation (greedy by default), batched.
+
+    Prompts are rendered with the chat template plus the assistant header; generation
+    stops at ``<|im_end|>`` or EOS.  Special tokens are stripped from the replies.
+    """
+    from tqdm.auto import tqdm
+
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    model.eval()
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only models generate from the right end
+    stop = chat_stop_ids(tokenizer)
+    out: list[str] = []
+    try:
+        torch.manual_seed(seed)
+        starts = range(0, len(conversations), batch_size)
+        for i in tqdm(starts, desc="generating", disable=not show_progress):
+            texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                     for c in conversations[i:i + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
+                eos_token_id=stop, pad_token_id=tokenizer.pad_token_id,
+            )
+            new = gen[:, enc["input_ids"].shape[1]:]
+            out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def evaluate_gold(model, tokenizer, specs, max_new_tokens: int = 200, temperature: float = 0.0,
+                  **kwargs) -> dict:
+    """Generate a reply to each tiny-world spec and grade it with the gold judge.
+
+    Returns ``success_rate``, ``mean_score``, the per-check pass rates, and the replies
+    with their verdicts.
+    """
+    from companion import tinyworld
+
+    replies = chat_responses(model, tokenizer, [s.messages() for s in specs], max_new_tokens,
+                             temperature, **kwargs)
+    results = tinyworld.judge_many(specs, replies)
+    checks = {k: sum(r.checks[k] for r in results) / len(results) for k in tinyworld.CHECKS}
+    return {"success_rate": tinyworld.success_rate(results),
+            "mean_score": sum(r.score for r in results) / len(results),
+            "checks": checks, "replies": replies, "results": results}
+
+
+def answer_loss(model, tokenizer, dataset: Dataset) -> float:
+    """Mean cross-entropy per assistant token over ``dataset`` (the held-out SFT loss)."""
+    check_sft_dataset(dataset)
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for messages in dataset["messages"]:
+        ids, mask = assistant_mask(tokenizer, messages)
+        x = torch.tensor([ids], device=device)
+        with torch.no_grad():
+            logits = model(x).logits[0, :-1].float()
+        on = torch.tensor(mask[1:], device=device, dtype=torch.bool)  # token t+1 is predicted at t
+        total += torch.nn.functional.cross_entropy(logits[on], x[0, 1:][on], reduction="sum").item()
+        count += int(on.sum())
+    return total / count if count else math.nan
