@@ -304,7 +304,7 @@ def make_dirty_corpus(texts: Sequence[str], test_texts: Sequence[str], seed: int
     planted["near copies"] = []
     for i in idx[n_markup:]:
         w = docs[i].split(" ")
-        for k in rng.sample(range(len(w)), max(1, len(w) // 30)):
+        for k in rng.sample(range(len(w)), max(1, len(w) // 50)):
             w[k] = rng.choice(["big", "small", "happy", "red", "old"])
         planted["near copies"].append(" ".join(w))
     planted["advert copies"] = [AD] * n_ad
