@@ -100,8 +100,8 @@ def test_decontamination_finds_leaked_test_text_not_shared_phrases():
 def test_clean_corpus_removes_every_planted_problem_and_keeps_clean_stories(sample_data):
     from companion.data import load_dataset
 
-    train = load_dataset("tinystories", split="train", limit=300)["text"]
-    test = load_dataset("tinystories", split="validation", limit=50)["text"]
+    train = list(load_dataset("tinystories", split="train", limit=300)["text"])
+    test = list(load_dataset("tinystories", split="validation", limit=50)["text"])
     dirty, planted = make_dirty_corpus(train, test, n_markup=20, n_ad=15, n_near=10, n_junk=8,
                                        n_toxic=4, n_leaked=5)
     assert len(dirty) == 300 + 15 + 10 + 8 + 4 + 5
