@@ -54,14 +54,21 @@ def base_config(profile: Profile | None = None, output_dir: str | None = None) -
 
 
 def build_base_model(out: Path, profile: Profile | None = None, cfg: PretrainConfig | None = None) -> dict:
-    """Train the tiny base model on TinyStories and save it (model + tokenizer) to ``out``."""
+    """Pretrain on TinyStories and save the model (+ tokenizer) to ``out``.
+
+    Tiny: a model built from ``profile.model_config`` with our BPE tokenizer, from scratch.
+    With a checkpoint (``profile.base_model``, gpu): continued pretraining of that model.
+    """
     p = profile or active_profile()
     cfg = cfg or base_config(p)
     seed_everything(cfg.seed)
-    tok = tokenizer(p)
-    model = build_causal_lm(tok, p)
-    train = load_dataset("tinystories", split="train", limit=None)["text"]
-    held = load_dataset("tinystories", split="validation", limit=None)["text"]
+    if p.base_model:
+        model, tok = load_pretrained(p.base_model, device=p.device)
+    else:
+        tok = tokenizer(p)
+        model = build_causal_lm(tok, p)
+    train = list(load_dataset("tinystories", split="train", limit="profile")["text"])
+    held = list(load_dataset("tinystories", split="validation", limit="profile")["text"])
     history = pretrain(model, tok, train, held, cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)
