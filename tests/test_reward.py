@@ -126,6 +126,16 @@ def test_calibration_bins_are_symmetric():
     assert mid["observed"] == pytest.approx(0.5) and mid["count"] == 2
 
 
+def test_llama2_combined_reward():
+    h = torch.tensor([0.9, 0.9, 0.9, 0.2])
+    s = torch.tensor([0.5, 0.1, 0.6, 0.8])
+    flag = torch.tensor([False, False, True, False])
+    # safe answer to a normal prompt -> helpfulness; unsafe answer (0.1 < 0.15) -> safety; risky prompt -> safety
+    assert reward.llama2_combined_reward(h, s, flag).tolist() == pytest.approx([0.9, 0.1, 0.6, 0.2])
+    with pytest.raises(ValueError, match="probabilities"):
+        reward.llama2_combined_reward(torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([False]))
+
+
 # --------------------------------------------------------------------------- datasets
 def test_rankings_to_preferences_conversational():
     recs = [{"prompt": [{"role": "user", "content": "q"}], "answers": ["a0", "a1", "a2"], "tiers": [[2], [0, 1]]},
