@@ -87,4 +87,45 @@ def base_model(profile: Profile | None = None, rebuild: bool = False):
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
-STAGES = {"tokenizer": tokenizer, "base": base_model}
+def sft_data(profile: Profile | None = None):
+    """SFT conversations: the tiny world (tiny); Alpaca plus the tiny world (gpu)."""
+    from datasets import concatenate_datasets
+
+    from companion import tinyworld
+
+    p = profile or active_profile()
+    world = tinyworld.sft_dataset().select_columns(["messages"])
+    if p.is_tiny:
+        return world
+    alpaca = load_dataset("alpaca", split="train").select_columns(["messages"])
+    return concatenate_datasets([alpaca, world]).shuffle(seed=0)
+
+
+def build_sft_model(out: Path, profile: Profile | None = None, **config) -> dict:
+    """Fine-tune the base model on :func:`sft_data` with ``sft.sft_config()`` and save it to ``out``."""
+    import tempfile
+
+    from companion import sft, tinyworld
+
+    p = profile or active_profile()
+    seed_everything(0)
+    model, tok = base_model(p)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = sft.train_sft(model, tok, sft_data(p), args=sft.sft_config(run_dir, profile=p, **config))
+    gold = sft.evaluate_gold(result.model, tok, tinyworld.held_out_prompts(64))
+    result.model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"history": result.history, "train_seconds": result.train_seconds,
+            "held_out_success_rate": gold["success_rate"], "held_out_mean_score": gold["mean_score"]}
+
+
+def sft_model(profile: Profile | None = None, rebuild: bool = False):
+    """(model, tokenizer) of the instruction-tuned (SFT) model, cached as artifact "sft"."""
+    p = profile or active_profile()
+    path = artifacts.get_or_build("sft", lambda out: build_sft_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    return model.to(p.device), AutoTokenizer.from_pretrained(path)
+
+
+STAGES = {"tokenizer": tokenizer, "base": base_model, "sft": sft_model}

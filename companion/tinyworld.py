@@ -253,16 +253,17 @@ def examples_to_dataset(examples: list[tuple[TaskSpec, str]]) -> Dataset:
 
 
 def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0,
-                max_words: int = 160, topics_per_story: int = 2) -> Dataset:
+                max_words: int = 160, topics_per_story: int = 2, held_out: bool = False) -> Dataset:
     """SFT data of the tiny world, from real TinyStories stories, in ``messages`` format.
 
     Only stories whose (name, topic) pair is a *training* pair are kept, so
-    :func:`held_out_prompts` stays unseen.  ``limit`` caps the number of rows.
+    :func:`held_out_prompts` stays unseen; ``held_out=True`` returns the other stories
+    instead (a held-out set for measuring the SFT loss).  ``limit`` caps the number of rows.
     """
     from companion.data import load_dataset
 
     stories = load_dataset("tinystories", split=split, limit=None)["text"]
-    examples = make_examples(stories, seed=seed, held_out=False, max_words=max_words,
+    examples = make_examples(stories, seed=seed, held_out=held_out, max_words=max_words,
                              topics_per_story=topics_per_story)
     return examples_to_dataset(examples[:limit] if limit else examples)
 
