@@ -266,18 +266,23 @@ def evaluate_gold(model, tokenizer, specs, max_new_tokens: int = 200, temperatur
             "checks": checks, "replies": replies, "results": results}
 
 
-def answer_loss(model, tokenizer, dataset: Dataset) -> float:
+def answer_loss(model, tokenizer, dataset: Dataset, batch_size: int = 32) -> float:
     """Mean cross-entropy per assistant token over ``dataset`` (the held-out SFT loss)."""
     check_sft_dataset(dataset)
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for messages in dataset["messages"]:
-        ids, mask = assistant_mask(tokenizer, messages)
-        x = torch.tensor([ids], device=device)
+    rows = [assistant_mask(tokenizer, m) for m in dataset["messages"]]
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        pad = tokenizer.pad_token_id
+        x = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk], device=device)
+        on = torch.tensor([m + [0] * (width - len(m)) for _, m in chunk], device=device, dtype=torch.bool)
+        attn = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=device)
         with torch.no_grad():
-            logits = model(x).logits[0, :-1].float()
-        on = torch.tensor(mask[1:], device=device, dtype=torch.bool)  # token t+1 is predicted at t
-        total += torch.nn.functional.cross_entropy(logits[on], x[0, 1:][on], reduction="sum").item()
+            logits = model(input_ids=x, attention_mask=attn).logits[:, :-1].float()
+        on = on[:, 1:]  # token t+1 is predicted at position t
+        total += torch.nn.functional.cross_entropy(logits[on], x[:, 1:][on], reduction="sum").item()
         count += int(on.sum())
     return total / count if count else math.nan

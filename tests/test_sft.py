@@ -125,3 +125,13 @@ def test_plain_text_and_config_defaults():
     assert not cfg.gradient_checkpointing and sft.sft_config("/tmp/x", max_steps=5).max_steps == 5
     with pytest.raises(ValueError, match="rank"):
         sft.lora_config(r=0)
+
+
+def test_answer_loss_is_the_same_batched_or_not(small_tokenizer, tiny_model):
+    long = [{"role": "user", "content": "Tell me about Max."},
+            {"role": "assistant", "content": "Max was a little dog. He liked to run in the park."}]
+    data = Dataset.from_list([{"messages": CONV}, {"messages": long}])
+    one, two = (sft.answer_loss(tiny_model, small_tokenizer, data, batch_size=b) for b in (1, 2))
+    assert one == pytest.approx(two, rel=1e-5)
+    # a random model is about uniform: loss close to log(vocabulary size)
+    assert abs(one - torch.log(torch.tensor(len(small_tokenizer))).item()) < 1.0
