@@ -128,4 +128,55 @@ def sft_model(profile: Profile | None = None, rebuild: bool = False):
     return model.to(p.device), AutoTokenizer.from_pretrained(path)
 
 
-STAGES = {"tokenizer": tokenizer, "base": base_model, "sft": sft_model}
+def reward_sizes(profile: Profile | None = None) -> dict:
+    """How much preference data the tiny-world reward model gets (tiny vs gpu)."""
+    p = profile or active_profile()
+    if p.is_tiny:
+        return dict(train_prompts=256, eval_prompts=64, answers_per_prompt=4, epochs=4)
+    return dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=4, epochs=2)
+
+
+def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
+    """Reward model of the tiny world: SFT samples ranked by the gold judge, trained with RewardTrainer.
+
+    Training prompts use training (name, topic) pairs, evaluation prompts held-out ones.
+    The rankings are saved beside the model (``rankings_train.jsonl``/``rankings_eval.jsonl``).
+    """
+    import tempfile
+
+    from companion import reward, tinyworld
+
+    p = profile or active_profile()
+    s = reward_sizes(p)
+    seed_everything(0)
+    policy, tok = sft_model(p)
+    specs = {"train": tinyworld.make_instructions(s["train_prompts"], seed=5, held_out=False),
+             "eval": tinyworld.make_instructions(s["eval_prompts"], seed=6, held_out=True)}
+    rankings = {}
+    for split, sp in specs.items():
+        answers = reward.sample_answers(policy, tok, [x.messages() for x in sp], s["answers_per_prompt"],
+                                        seed=0 if split == "train" else 1)
+        rankings[split] = reward.judge_rankings(sp, answers)
+        reward.save_rankings(rankings[split], out / f"rankings_{split}.jsonl")
+    train, held = (reward.rankings_to_preferences(rankings[k]) for k in ("train", "eval"))
+    rm = reward.reward_model_from_causal_lm(policy, tok)
+    with tempfile.TemporaryDirectory() as run_dir:
+        args = reward.reward_config(run_dir, p, num_train_epochs=s["epochs"])
+        result = reward.train_reward_model(rm, tok, train, held, args)
+    result.model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"history": result.history, "train_seconds": result.train_seconds, "train_pairs": len(train),
+            "eval_pairs": len(held), "eval_accuracy": result.history.get("eval_accuracy")}
+
+
+def reward_model(profile: Profile | None = None, rebuild: bool = False):
+    """(reward model, tokenizer) of the tiny world, cached as artifact "reward" (see :func:`build_reward_model`)."""
+    from transformers import AutoModelForSequenceClassification
+
+    p = profile or active_profile()
+    path = artifacts.get_or_build("reward", lambda out: build_reward_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name)
+    return AutoModelForSequenceClassification.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
+
+
+STAGES = {"tokenizer": tokenizer, "base": base_model, "sft": sft_model, "reward": reward_model}
