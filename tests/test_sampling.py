@@ -140,3 +140,41 @@ def test_stream_tokens_accepts_chat_and_rejects_bad_prompts(tiny_lm):
         generate(model, tok, 42, max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(model, tok, "Hi", max_new_tokens=-1)
+
+
+def test_distribution_table_is_exact_for_listed_tokens():
+    from companion.widgets.temperature import distribution_table
+
+    logits = torch.tensor([0.0, 2.0, 1.0, -1.0, 0.5])
+    table = distribution_table(logits, temperatures=(0.0, 1.0, 2.0), top_n=3)
+    assert table["ids"] == [1, 2, 4]
+    assert table["probs"][0] == [1.0, 0.0, 0.0] and table["rest"][0] == 0.0
+    soft = torch.softmax(logits, -1)
+    assert table["probs"][1] == pytest.approx(soft[[1, 2, 4]].tolist(), abs=1e-6)
+    assert table["rest"][1] == pytest.approx(float(soft[[0, 3]].sum()), abs=1e-6)
+    assert table["entropy"][0] == 0 < table["entropy"][1] < table["entropy"][2]
+    with pytest.raises(ValueError, match="1-D"):
+        distribution_table(logits[None], top_n=3)
+
+
+def test_widget_renders_html(tiny_lm):
+    from companion.widgets.temperature import temperature_widget, widget_data
+
+    model, tok = tiny_lm
+    data = widget_data(model, tok, ["Once upon"], temperatures=(0.0, 1.0), top_n=5,
+                       sample_temperatures=(0.0, 1.0), n_samples=1, max_new_tokens=3)
+    assert len(data["prompts"][0]["tokens"]) == 5 and set(data["prompts"][0]["samples"]) == {"0.0", "1.0"}
+    html = temperature_widget(data).data
+    assert "cw-t" in html and "Once upon" in html
+
+
+def test_distinct_n_and_repetition():
+    from companion.metrics import distinct_n, repetition_rate
+
+    assert distinct_n(["a b c", "a b d"], n=1) == pytest.approx(4 / 6)
+    assert distinct_n(["a b c", "a b d"], n=2) == pytest.approx(3 / 4)  # ab, bc, ab, bd
+    assert repetition_rate(["a b a b a b"], n=2) == pytest.approx(3 / 5)  # ab ba [ab ba ab]
+    assert repetition_rate(["a b c d"], n=2) == 0.0
+    assert distinct_n([""], n=2) == 0.0
+    with pytest.raises(ValueError):
+        distinct_n(["a"], n=0)
