@@ -93,9 +93,11 @@ def mlp_perplexity(model: MLPLanguageModel, X: torch.Tensor, Y: torch.Tensor,
                    batch_size: int = 4096) -> float:
     """exp(mean cross-entropy) of the model on (X, Y)."""
     model.eval()
+    device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(X), batch_size):
-        total += F.cross_entropy(model(X[i:i + batch_size]), Y[i:i + batch_size], reduction="sum").item()
+        xb, yb = X[i:i + batch_size].to(device), Y[i:i + batch_size].to(device)
+        total += F.cross_entropy(model(xb), yb, reduction="sum").item()
     return math.exp(total / len(X))
 
 
@@ -103,6 +105,7 @@ def train_mlp_lm(model: MLPLanguageModel, train: tuple[torch.Tensor, torch.Tenso
                  val: tuple[torch.Tensor, torch.Tensor] | None, cfg: MLPTrainConfig) -> dict:
     """Train with random minibatches; return ``{"step", "train_loss", "val_ppl"}`` lists."""
     X, Y = train
+    device = next(model.parameters()).device
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
@@ -111,7 +114,7 @@ def train_mlp_lm(model: MLPLanguageModel, train: tuple[torch.Tensor, torch.Tenso
     for step in tqdm(range(1, cfg.steps + 1), desc="MLP LM", mininterval=1.0):
         model.train()
         idx = torch.randint(len(X), (cfg.batch_size,), generator=g)
-        loss = F.cross_entropy(model(X[idx]), Y[idx])
+        loss = F.cross_entropy(model(X[idx].to(device)), Y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -137,10 +140,35 @@ def sample_mlp(model: MLPLanguageModel, prefix: Sequence[int], bos_id: int, eos_
     history = [bos_id] * model.cfg.context + list(prefix)
     out: list[int] = []
     for _ in range(max_tokens):
-        ctx = torch.tensor([history[-model.cfg.context:]])
-        token = sample_token(model(ctx)[0], temperature=temperature, generator=g)
+        ctx = torch.tensor([history[-model.cfg.context:]], device=next(model.parameters()).device)
+        token = sample_token(model(ctx)[0].cpu(), temperature=temperature, generator=g)
         if token == eos_id:
             break
         out.append(token)
         history.append(token)
     return out
+
+
+@torch.no_grad()
+def causal_lm_perplexity(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
+                         context_length: int = 256) -> float:
+    """Perplexity of a transformers causal LM, scored like :class:`companion.ngram.NGramLM`.
+
+    Each sequence becomes ``[bos] + seq + [eos]`` and every token after the first is
+    predicted (L + 1 predictions).  Sequences longer than the context are cut into
+    consecutive windows; each window after the first starts with the last token of the
+    previous one, so every token is still predicted exactly once (with a shorter context).
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    total, count = 0.0, 0
+    for seq in token_seqs:
+        ids = [bos_id, *seq, eos_id]
+        for start in range(0, len(ids) - 1, context_length - 1):
+            window = torch.tensor([ids[start:start + context_length]], device=device)
+            logits = model(input_ids=window).logits[0, :-1].float()
+            total += F.cross_entropy(logits, window[0, 1:], reduction="sum").item()
+            count += window.shape[1] - 1
+    if count == 0:
+        raise ValueError("causal_lm_perplexity() got no tokens to score")
+    return math.exp(total / count)
