@@ -75,3 +75,29 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(small_tokenizer, tmp_pat
     assert rest["train_steps"] == full["train_steps"]
     assert rest["train_loss"] == pytest.approx(full["train_loss"], abs=1e-4)
     assert rest["final_eval_loss"] == pytest.approx(full["final_eval_loss"], abs=1e-4)
+
+
+def test_char_tokenizer_round_trip_and_errors():
+    from companion.charlm import CharTokenizer, split_text
+
+    tok = CharTokenizer("hello world")
+    assert len(tok) == 8 and tok.decode(tok.encode("low hero")) == "low hero"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tok.encode("xyz")
+    with pytest.raises(ValueError, match="empty"):
+        CharTokenizer("")
+    assert split_text("abcdefghij", 0.2) == ("abcdefgh", "ij")
+
+
+def test_char_lm_schedule_and_short_training_lowers_loss():
+    from companion.charlm import CharLMConfig, lr_at, train_char_lm
+
+    cfg = CharLMConfig(learning_rate=1e-2, min_lr_ratio=0.1, warmup_frac=0.1)
+    assert lr_at(0.05, cfg) == pytest.approx(5e-3)
+    assert lr_at(0.1, cfg) == pytest.approx(1e-2)
+    assert lr_at(1.0, cfg) == pytest.approx(1e-3)
+    text = "to be or not to be, that is the question. " * 200
+    small = CharLMConfig(n_layer=1, n_head=2, n_embd=32, intermediate_size=64, context_length=32,
+                         batch_size=8, time_budget_s=3.0, eval_every_s=1.0, learning_rate=1e-2)
+    out = train_char_lm(text, small, progress=False)
+    assert out["steps"] > 5 and out["final_val_loss"] < 2.0  # uniform guess: ln(17) = 2.83

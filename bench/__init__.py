@@ -1,0 +1,1 @@
+"""Benchmarks of the companion library (run them all with ``python -m bench``)."""

@@ -1,0 +1,76 @@
+"""Tokens/s of the companion pretraining path versus a minimal hand-written PyTorch loop.
+
+Same model (the tiny profile's base architecture), same batch and context, same optimizer
+(AdamW, weight decay, gradient clipping at 1.0, warmup + cosine schedule), same packed data.
+The hand loop runs before *and* after the companion run and the two are averaged, so that a
+change in machine load during the benchmark does not favour either side.  Target: ratio >= 0.9.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from companion.data import load_dataset
+from companion.models import build_causal_lm
+from companion.pipeline import tokenizer
+from companion.pretrain import PretrainConfig, collate_blocks, pack_texts, pretrain
+from companion.profiles import profile
+
+STEPS = 25
+SKIP = 3  # warm-up steps left out of the timing, on both sides
+
+
+def hand_loop(model, blocks, cfg: PretrainConfig) -> float:
+    """Steady-state tokens/s of the plainest correct training loop."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    rest = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    times = []
+    last = time.perf_counter()
+    for _ in range(cfg.max_steps):
+        idx = torch.randint(len(blocks), (cfg.batch_size,), generator=gen).tolist()
+        batch = collate_blocks([blocks[i] for i in idx])
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+    return cfg.batch_size * cfg.context_length * len(times[SKIP:]) / sum(times[SKIP:])
+
+
+def main() -> dict:
+    p = profile()
+    tok = tokenizer(p)
+    texts = list(load_dataset("tinystories", split="train", limit=600)["text"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = PretrainConfig(max_steps=STEPS, batch_size=p.batch_size, context_length=p.context_length,
+                             learning_rate=p.learning_rate, warmup_steps=5, logging_steps=5,
+                             output_dir=tmp, disable_tqdm=True)
+        blocks = pack_texts(tok, texts, cfg.context_length).to_list()
+        hand = [hand_loop(build_causal_lm(tok, p), blocks, cfg)]
+        history = pretrain(build_causal_lm(tok, p), tok, texts, None, cfg)
+        hand.append(hand_loop(build_causal_lm(tok, p), blocks, cfg))
+    hand_tps = sum(hand) / len(hand)
+    result = {"companion_tokens_per_s": round(history["tokens_per_s"]),
+              "hand_loop_tokens_per_s": round(hand_tps), "hand_loop_runs": [round(h) for h in hand],
+              "ratio": round(history["tokens_per_s"] / hand_tps, 3), "target": 0.9,
+              "batch": f"{cfg.batch_size}x{cfg.context_length}", "steps": STEPS, "timed_steps": STEPS - SKIP,
+              "threads": torch.get_num_threads()}
+    print("pretrain throughput:", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
