@@ -104,7 +104,7 @@ class NGramLM:
         padded = self._padded(seq)
         total, count = 0.0, 0
         for i in range(self.n - 1, len(padded)):
-            p = self.prob(padded[i], padded[:i])
+            p = self.prob(padded[i], padded[max(0, i - self.n + 1):i])
             total += math.log(p) if p > 0 else -math.inf
             count += 1
         return total, count
