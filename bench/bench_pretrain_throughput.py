@@ -29,7 +29,8 @@ def hand_loop(model, blocks, cfg: PretrainConfig) -> float:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     rest = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=cfg.learning_rate)
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.learning_rate,
+                            fused=True)  # as the Trainer (adamw_torch_fused)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
     gen = torch.Generator().manual_seed(0)
     model.train()
