@@ -150,25 +150,33 @@ def sample_mlp(model: MLPLanguageModel, prefix: Sequence[int], bos_id: int, eos_
 
 
 @torch.no_grad()
-def causal_lm_perplexity(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
-                         context_length: int = 256) -> float:
-    """Perplexity of a transformers causal LM, scored like :class:`companion.ngram.NGramLM`.
+def causal_lm_token_logprobs(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
+                             context_length: int = 256) -> list[torch.Tensor]:
+    """Per-sequence log-probabilities of every token of a transformers causal LM.
 
     Each sequence becomes ``[bos] + seq + [eos]`` and every token after the first is
-    predicted (L + 1 predictions).  Sequences longer than the context are cut into
-    consecutive windows; each window after the first starts with the last token of the
-    previous one, so every token is still predicted exactly once (with a shorter context).
+    predicted (L + 1 predictions, like :class:`companion.ngram.NGramLM`).  Sequences longer
+    than the context are cut into consecutive windows; each window after the first starts
+    with the last token of the previous one, so every token is predicted exactly once.
     """
     device = next(model.parameters()).device
     model.eval()
-    total, count = 0.0, 0
+    out = []
     for seq in token_seqs:
         ids = [bos_id, *seq, eos_id]
+        parts = []
         for start in range(0, len(ids) - 1, context_length - 1):
             window = torch.tensor([ids[start:start + context_length]], device=device)
-            logits = model(input_ids=window).logits[0, :-1].float()
-            total += F.cross_entropy(logits, window[0, 1:], reduction="sum").item()
-            count += window.shape[1] - 1
-    if count == 0:
-        raise ValueError("causal_lm_perplexity() got no tokens to score")
-    return math.exp(total / count)
+            logp = torch.log_softmax(model(input_ids=window).logits[0, :-1].float(), -1)
+            parts.append(logp.gather(1, window[0, 1:, None])[:, 0].cpu())
+        out.append(torch.cat(parts))
+    return out
+
+
+def causal_lm_perplexity(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
+                         context_length: int = 256) -> float:
+    """Perplexity of a causal LM over sequences, scored like :class:`companion.ngram.NGramLM`."""
+    logps = causal_lm_token_logprobs(model, token_seqs, bos_id, eos_id, context_length)
+    if not logps:
+        raise ValueError("causal_lm_perplexity() got no sequences to score")
+    return math.exp(-torch.cat(logps).mean().item())
