@@ -178,3 +178,16 @@ def test_distinct_n_and_repetition():
     assert distinct_n([""], n=2) == 0.0
     with pytest.raises(ValueError):
         distinct_n(["a"], n=0)
+
+
+def test_causal_lm_token_logprobs_cover_every_token_once(tiny_lm):
+    from companion.neural_lm import causal_lm_perplexity, causal_lm_token_logprobs
+
+    model, _ = tiny_lm
+    seqs = [list(range(5, 25)), [7, 8]]
+    short = causal_lm_token_logprobs(model, seqs, bos_id=0, eos_id=0, context_length=6)
+    full = causal_lm_token_logprobs(model, seqs, bos_id=0, eos_id=0, context_length=256)
+    assert [len(x) for x in short] == [len(x) for x in full] == [21, 3]  # L + 1 predictions
+    assert torch.allclose(short[1], full[1])  # fits in one window: identical
+    ppl = causal_lm_perplexity(model, seqs, 0, 0)
+    assert ppl == pytest.approx(math.exp(-torch.cat(full).mean().item()), rel=1e-5)
