@@ -141,7 +141,7 @@ def entropy(probs) -> float:
     """Shannon entropy in nats of a 1-D probability vector (zeros contribute nothing)."""
     p = torch.as_tensor(probs, dtype=torch.float64)
     nz = p[p > 0]
-    return float(-(nz * nz.log()).sum())
+    return float(-(nz * nz.log()).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def top_tokens(probs, tokenizer, k: int = 10) -> list[tuple[str, float]]:
