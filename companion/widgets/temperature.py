@@ -123,9 +123,9 @@ function render() {
       'px;opacity:' + (c.probs[i] > 0 ? 1 : 0.15) + '"></span> ' + (100 * c.probs[i]).toFixed(1) + '%</td></tr>';
   }
   q('.cw-bars').innerHTML = '<table>' + rows + '</table>';
-  const keys = Object.keys(P.samples).map(Number);
-  const near = keys.reduce((a, b) => Math.abs(b - T[c.ti]) < Math.abs(a - T[c.ti]) ? b : a);
-  q('.cw-samples').innerHTML = '<div class="cw-muted">T = ' + near + '</div>' + P.samples[String(near)]
+  const keys = Object.keys(P.samples);  // "0.0", "0.5", ... as written by Python
+  const near = keys.reduce((a, b) => Math.abs(+b - T[c.ti]) < Math.abs(+a - T[c.ti]) ? b : a);
+  q('.cw-samples').innerHTML = '<div class="cw-muted">T = ' + near + '</div>' + P.samples[near]
     .map(s => '<div>&#8226; <i>' + esc(P.prompt) + '</i>' + esc(s) + '</div>').join('');
 }
 q('.cw-draw').onclick = () => { const c = current(); let r = Math.random(), i = 0;
