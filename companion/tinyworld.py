@@ -211,17 +211,25 @@ def spec_from_story(story: str, template: int = 0) -> TaskSpec | None:
     return TaskSpec(name, topic, template)
 
 
+def rename(story: str, old: str, new: str) -> str:
+    """The story with every whole-word ``old`` name replaced by ``new``."""
+    return re.sub(rf"\b{re.escape(old)}\b", new, story)
+
+
 def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = False,
-                  max_words: int = 160, topics_per_story: int = 2) -> list[tuple[TaskSpec, str]]:
+                  max_words: int = 160, topics_per_story: int = 2,
+                  renames: int = 1) -> list[tuple[TaskSpec, str]]:
     """(spec, story) pairs for stories that pass the gold judge for their own spec.
 
     A story answers one instruction per topic it mentions (its ``topics_per_story`` most
-    mentioned ones), each with a random template (seeded).  ``held_out``: False keeps
-    training pairs only, True held-out pairs only, None both.  ``max_words`` drops long
-    stories (the tiny model's context is 256 tokens).
+    mentioned ones), each with a random template (seeded).  ``renames`` extra copies give
+    the main character a random other name (in the instruction and the story alike), so
+    the model must read the name from the request instead of guessing it from the story.
+    ``held_out``: False keeps training pairs only, True held-out pairs only, None both.
+    ``max_words`` drops long stories (the tiny model's context is 256 tokens).
     """
-    if topics_per_story < 1:
-        raise ValueError(f"topics_per_story must be >= 1, got {topics_per_story}")
+    if topics_per_story < 1 or renames < 0:
+        raise ValueError(f"need topics_per_story >= 1 and renames >= 0, got {topics_per_story}, {renames}")
     rng = random.Random(seed)
     out = []
     for story in stories:
@@ -230,11 +238,16 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
         if name is None or len(words(story)) > max_words:
             continue
         for topic in story_topics(story)[:topics_per_story]:
-            spec = TaskSpec(name, topic, rng.randrange(len(TEMPLATES)))
-            if held_out is not None and spec.held_out != held_out:
-                continue
-            if gold_judge(spec, story).success:
-                out.append((spec, story))
+            variants = [(name, story)]
+            for _ in range(renames):
+                new = rng.choice([n for n in NAMES if n != name and n not in story])
+                variants.append((new, rename(story, name, new)))
+            for who, text in variants:
+                spec = TaskSpec(who, topic, rng.randrange(len(TEMPLATES)))
+                if held_out is not None and spec.held_out != held_out:
+                    continue
+                if gold_judge(spec, text).success:
+                    out.append((spec, text))
     return out
 
 
@@ -252,8 +265,8 @@ def examples_to_dataset(examples: list[tuple[TaskSpec, str]]) -> Dataset:
     ])
 
 
-def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0,
-                max_words: int = 160, topics_per_story: int = 2, held_out: bool = False) -> Dataset:
+def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0, max_words: int = 160,
+                topics_per_story: int = 2, renames: int = 1, held_out: bool = False) -> Dataset:
     """SFT data of the tiny world, from real TinyStories stories, in ``messages`` format.
 
     Only stories whose (name, topic) pair is a *training* pair are kept, so
@@ -264,7 +277,7 @@ def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0,
 
     stories = load_dataset("tinystories", split=split, limit=None)["text"]
     examples = make_examples(stories, seed=seed, held_out=held_out, max_words=max_words,
-                             topics_per_story=topics_per_story)
+                             topics_per_story=topics_per_story, renames=renames)
     return examples_to_dataset(examples[:limit] if limit else examples)
 
 

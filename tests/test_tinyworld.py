@@ -103,7 +103,7 @@ def test_held_out_split_is_deterministic_and_disjoint():
 
 def test_make_examples_filters_and_splits():
     bad = "Tom had a cake. Tom ate the cake. Then he cried."  # sad ending, too short
-    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3)
+    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3, renames=0)
     assert [s.topic for s, _ in ex] == ["dog", "park", "tree"]
     assert all(r == GOOD for _, r in ex)
     ds = tw.examples_to_dataset(ex)
@@ -127,3 +127,12 @@ def test_sft_dataset_from_tinystories(sample_data):
         assert not spec.held_out
         assert row["messages"][0]["content"] == spec.instruction
         assert tw.gold_judge(spec, row["messages"][1]["content"]).success
+
+
+def test_renamed_copies_change_the_name_everywhere():
+    assert tw.rename("Lily saw Lily's dog. Lilyanne waved.", "Lily", "Mia") == "Mia saw Mia's dog. Lilyanne waved."
+    ex = tw.make_examples([GOOD], held_out=None, topics_per_story=1, renames=2, seed=3)
+    assert len(ex) == 3 and ex[0][0].name == "Lily"
+    for spec, story in ex[1:]:
+        assert spec.name != "Lily" and "Lily" not in story and spec.name in story
+        assert tw.gold_judge(spec, story).success
