@@ -6,7 +6,6 @@ STAMP := $(VENV)/.installed
 export COMPANION_DATA_DIR ?= $(abspath ../shared/data)
 export COMPANION_CACHE ?= $(abspath .cache/companion)
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 
