@@ -223,7 +223,7 @@ def calibration_bins(r_chosen, r_rejected, n_bins: int = 10) -> list[dict]:
 
 
 def llama2_combined_reward(helpful, safety, is_safety_prompt, threshold: float = 0.15) -> torch.Tensor:
-    """Llama 2's rule for two reward models (Touvron et al., 2023, section 3.2.2).
+    """Llama 2's rule for combining two reward models (Touvron et al., 2023).
 
     ``helpful`` and ``safety`` are the two models' scores as probabilities in (0, 1)
     (sigmoid of the raw reward).  The safety score is used when the prompt is known to
