@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 
 @dataclass
@@ -148,6 +148,8 @@ def make_trainer(model, tokenizer, train: Dataset, eval_: Dataset | None, cfg: P
     )
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=eval_,
                       data_collator=collate_blocks, processing_class=tokenizer)
+    if cfg.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # quiet: no log dicts printed either
     trainer.add_callback(ThroughputCallback(cfg.batch_size * cfg.context_length))
     if cfg.stop_after_step:
         trainer.add_callback(StopAfterStep(cfg.stop_after_step))
