@@ -142,6 +142,17 @@ def test_gae_limits_are_td_and_monte_carlo():
     np.testing.assert_allclose(adv1, discounted_returns(r, 0.9, dones=dones, last_value=0.3) - v)
 
 
+def test_returns_and_gae_are_batched_over_rows():
+    r = np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
+    v = np.array([[0.5, 1.0, 1.5], [1.0, 1.0, 1.0]])
+    adv, _ = gae(r, v, gamma=0.9, lam=0.8, last_value=np.array([0.0, 2.0]))
+    np.testing.assert_allclose(adv[0], gae(r[0], v[0], 0.9, 0.8)[0])
+    np.testing.assert_allclose(adv[1], gae(r[1], v[1], 0.9, 0.8, last_value=2.0)[0])
+    np.testing.assert_allclose(discounted_returns(r, 0.5)[1], [1.75, 1.5, 1.0])
+    with pytest.raises(ValueError, match="1-D"):
+        discounted_returns(np.zeros((2, 2, 2)))
+
+
 # --------------------------------------------------------------------------- clipped surrogate
 def test_clipped_surrogate_by_hand():
     ratio = np.array([1.5, 0.5, 0.5, 1.5])
