@@ -31,7 +31,7 @@ def main() -> dict:
     out = train_char_lm(text, cfg)
     result = {"val_loss": round(out["final_val_loss"], 4), "nanogpt_val_loss": NANOGPT_VAL_LOSS,
               "beats_nanogpt": out["final_val_loss"] < NANOGPT_VAL_LOSS, "budget_s": BUDGET_S,
-              "steps": out["steps"], "tokens_per_s": round(out["tokens_per_s"]), "params": out["params"],
+              "steps": out["steps"], "tokens_per_s": round(out["tokens_per_s"]), "params": out["params"], "threads": out["threads"],
               "curve": list(zip(out["history"]["seconds"], out["history"]["val_loss"])),
               "config": {k: v for k, v in vars(cfg).items()},
               "sample": sample_chars(out["model"], out["tokenizer"], "ROMEO:\n", n=200)}

@@ -60,6 +60,7 @@ class CharLMConfig:
     eval_every_s: float = 60.0
     eval_batches: int = 10
     val_frac: float = 0.1
+    threads: int | None = None  # None: try 1 and all CPU threads for a few steps, keep the faster
     seed: int = 0
 
 
@@ -142,7 +143,21 @@ def train_char_lm(text: str, cfg: CharLMConfig | None = None, progress: bool = T
 
         bar = tqdm(total=int(cfg.time_budget_s), unit="s", desc="char LM")
     model.train()
+    # On a shared machine, more threads than free cores can be many times slower (OpenMP
+    # workers wait for each other), so the thread count is measured, not assumed.
+    candidates = [cfg.threads] if cfg.threads else sorted({1, torch.get_num_threads()})
+    probe = {c: [] for c in candidates}
     while trained < cfg.time_budget_s:
+        if len(probe) > 1:
+            pending = [c for c in candidates if len(probe[c]) < 3]
+            if pending:
+                torch.set_num_threads(pending[0])
+            else:
+                best = min(candidates, key=lambda c: sorted(probe[c])[1])
+                torch.set_num_threads(best)
+                probe = {best: probe[best]}
+        elif candidates[0] != torch.get_num_threads():
+            torch.set_num_threads(candidates[0])
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(trained / cfg.time_budget_s, cfg)
@@ -154,6 +169,8 @@ def train_char_lm(text: str, cfg: CharLMConfig | None = None, progress: bool = T
         opt.step()
         dt = time.perf_counter() - t0
         trained += dt
+        if len(probe) > 1:
+            probe[torch.get_num_threads()].append(dt)
         step += 1
         recent.append(loss.item())
         if bar is not None:
@@ -170,7 +187,8 @@ def train_char_lm(text: str, cfg: CharLMConfig | None = None, progress: bool = T
     final = heldout_loss(model, val, cfg.context_length)
     return {"history": history, "final_val_loss": final, "steps": step, "train_seconds": trained,
             "tokens_per_s": step * cfg.batch_size * cfg.context_length / trained,
-            "params": sum(p.numel() for p in model.parameters()), "model": model, "tokenizer": tok}
+            "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+            "model": model, "tokenizer": tok}
 
 
 @torch.no_grad()
