@@ -132,7 +132,7 @@ def reward_sizes(profile: Profile | None = None) -> dict:
     """How much preference data the tiny-world reward model gets (tiny vs gpu)."""
     p = profile or active_profile()
     if p.is_tiny:
-        return dict(train_prompts=112, eval_prompts=48, answers_per_prompt=4, epochs=6)
+        return dict(train_prompts=112, eval_prompts=48, answers_per_prompt=4, epochs=4)
     return dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=4, epochs=2)
 
 
