@@ -90,7 +90,7 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
       is masked to the tokens inside the template's ``{% generation %}`` markers.
     * ``max_length``: the profile's context length (256 tiny, 512 gpu); longer
       conversations are truncated at the end.
-    * ``learning_rate``: 1e-3 for the tiny model (small models and short runs tolerate
+    * ``learning_rate``: 3e-3 for the tiny model (small models and short runs tolerate
       large steps), 2e-5 (TRL's default) for a real 135M checkpoint, where larger steps
       erase what pretraining taught.
     * ``max_steps``: 150 tiny (about 6 epochs of the tiny world at batch 16) and 1000 gpu.
@@ -107,7 +107,7 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
         assistant_only_loss=True,
         max_length=p.context_length,
         packing=False,
-        learning_rate=1e-3 if p.is_tiny else 2e-5,
+        learning_rate=3e-3 if p.is_tiny else 2e-5,
         max_steps=150 if p.is_tiny else 1000,
         per_device_train_batch_size=p.batch_size,
         per_device_eval_batch_size=p.batch_size,

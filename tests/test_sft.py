@@ -121,7 +121,7 @@ def test_chat_responses_stop_at_end_of_turn(small_tokenizer, tiny_model, tmp_pat
 def test_plain_text_and_config_defaults():
     assert sft.to_plain_text(CONV, eos="<|endoftext|>") == "Hi there.\nHello, Lily.<|endoftext|>"
     cfg = sft.sft_config("/tmp/x")
-    assert cfg.assistant_only_loss and cfg.max_length == 256 and cfg.learning_rate == 1e-3
+    assert cfg.assistant_only_loss and cfg.max_length == 256 and cfg.learning_rate == 3e-3
     assert not cfg.gradient_checkpointing and sft.sft_config("/tmp/x", max_steps=5).max_steps == 5
     with pytest.raises(ValueError, match="rank"):
         sft.lora_config(r=0)
