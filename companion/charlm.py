@@ -50,7 +50,7 @@ class CharLMConfig:
     n_embd: int = 128
     intermediate_size: int = 384
     context_length: int = 128
-    batch_size: int = 16
+    batch_size: int = 8
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_frac: float = 0.03
