@@ -42,6 +42,7 @@ from trl import RewardConfig, RewardTrainer
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
+from companion.training import runtime_args
 
 Tiers = list[list[str]]  # a ranking: groups of tied answer ids, best group first
 
@@ -451,7 +452,6 @@ def reward_config(output_dir: str = "runs/reward", profile: Profile | None = Non
     * ``gradient_checkpointing`` and ``bf16`` only on a GPU; no checkpoints, no loggers.
     """
     p = profile or active_profile()
-    gpu = p.device == "cuda"
     defaults = dict(
         output_dir=output_dir,
         learning_rate=1e-3 if p.is_tiny else 1e-5,
@@ -463,16 +463,7 @@ def reward_config(output_dir: str = "runs/reward", profile: Profile | None = Non
         warmup_steps=5,
         weight_decay=0.0,
         logging_steps=10,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=gpu,
-        bf16=p.bf16,
-        use_cpu=not gpu,
-        seed=0,
-        data_seed=0,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
+        **runtime_args(p),
     )
     return RewardConfig(**{**defaults, **overrides})
 

@@ -26,6 +26,7 @@ from trl import SFTConfig, SFTTrainer
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
+from companion.training import runtime_args
 
 
 # --------------------------------------------------------------------------- data checks
@@ -101,7 +102,6 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
       (see ``pipeline.sft_model``).
     """
     p = profile or active_profile()
-    gpu = p.device == "cuda"
     defaults = dict(
         output_dir=output_dir,
         assistant_only_loss=True,
@@ -115,16 +115,7 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
         warmup_steps=10 if p.is_tiny else 30,
         weight_decay=0.0,
         logging_steps=10,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=gpu,
-        bf16=p.bf16,
-        use_cpu=not gpu,
-        seed=0,
-        data_seed=0,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
+        **runtime_args(p),
     )
     return SFTConfig(**{**defaults, **overrides})
 
