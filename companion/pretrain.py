@@ -17,6 +17,8 @@ import torch
 from datasets import Dataset
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from companion.training import trained_model
+
 
 @dataclass
 class PretrainConfig:
@@ -203,4 +205,5 @@ def pretrain(model, tokenizer, train_texts: list[str], eval_texts: list[str] | N
         final = trainer.evaluate()["eval_loss"]
         history["final_eval_loss"] = final
         history["final_eval_ppl"] = math.exp(final)
+    trained_model(trainer)  # ``model`` is trained in place; drop the mixed-precision wrapper
     return history

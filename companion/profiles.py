@@ -54,7 +54,7 @@ TINY = Profile(
     context_length=256,
     max_rows=4000,
     batch_size=16,
-    pretrain_steps=300,  # ~2.5 min on 2 CPU cores: see companion.pipeline.base_config
+    pretrain_steps=1200,  # ~8 min on 2 CPU cores: see companion.pipeline.base_config
     learning_rate=5e-3,
 )
 
@@ -71,6 +71,24 @@ GPU = Profile(
     pretrain_steps=1000,
     learning_rate=5e-5,
 )
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with bfloat16 matrix instructions (Intel AMX or AVX512-BF16).
+
+    There, bf16 autocast makes the tiny model's training about 1.5x faster (measured on a
+    2-core Xeon with AMX); elsewhere bf16 on a CPU is emulated and slower, so we keep fp32.
+    ``COMPANION_BF16=0`` or ``=1`` overrides the detection.
+    """
+    forced = os.environ.get("COMPANION_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: stay with fp32
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _cuda_available() -> bool:
@@ -96,7 +114,9 @@ def profile(name: str | None = None) -> Profile:
             f"`export {PROFILE_ENV}=tiny`."
         )
     p = TINY if chosen == "tiny" else GPU
-    if p.name == "gpu" and not _cuda_available():
+    if p.name == "tiny":
+        p = replace(p, bf16=cpu_has_fast_bf16())
+    elif p.name == "gpu" and not _cuda_available():
         # The gpu profile's code path still runs on CPU (tests, offline checks).
         p = replace(p, device="cpu", bf16=False)
     elif p.name == "gpu":

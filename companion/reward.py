@@ -42,7 +42,7 @@ from trl import RewardConfig, RewardTrainer
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import runtime_args
+from companion.training import runtime_args, trained_model
 
 Tiers = list[list[str]]  # a ranking: groups of tied answer ids, best group first
 
@@ -509,7 +509,7 @@ def train_reward_model(model, tokenizer, train_dataset: Dataset, eval_dataset: D
     if eval_dataset is not None:
         ev = trainer.evaluate()
         history["eval_loss"], history["eval_accuracy"] = ev["eval_loss"], ev.get("eval_accuracy")
-    return RewardResult(model=trainer.model, history=history, train_seconds=seconds, trainer=trainer)
+    return RewardResult(model=trained_model(trainer), history=history, train_seconds=seconds, trainer=trainer)
 
 
 # --------------------------------------------------------------------------- best-of-N

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
+from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
-from companion.training import runtime_args
+from companion.training import runtime_args, trained_model
 
 
 # --------------------------------------------------------------------------- data checks
@@ -134,6 +135,24 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.0,
 
 
 # --------------------------------------------------------------------------- training
+class LogitsLossSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose loss comes from the model's own logits (for CPU runs).
+
+    TRL computes the SFT loss with a fused, chunked LM head that never builds the full
+    logits: a large memory saving on a GPU with a 50k-token vocabulary.  On a CPU with the
+    tiny model's 4,096 tokens its pure-PyTorch fallback costs more than it saves (measured:
+    about twice the time per step), so this trainer takes the ordinary path of
+    ``transformers.Trainer``: the same cross-entropy over the same labels (-100 outside the
+    assistant's tokens), normalised by the same token count.  It does not log TRL's
+    ``entropy``/``mean_token_accuracy`` training metrics.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs["use_cache"] = False
+        return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
 @dataclass
 class SFTResult:
     """What :func:`train_sft` returns: the trained model, its losses and its cost."""
@@ -159,20 +178,25 @@ def _param_counts(model) -> tuple[int, int]:
 
 
 def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | None = None,
-              args: SFTConfig | None = None, peft_config: LoraConfig | None = None) -> SFTResult:
+              args: SFTConfig | None = None, peft_config: LoraConfig | None = None,
+              logits_loss: bool | None = None) -> SFTResult:
     """Fine-tune ``model`` on conversational data with TRL's ``SFTTrainer``.
 
     With ``peft_config`` the trainer wraps the model in LoRA adapters (the returned
     model is a ``PeftModel``; see :func:`merge_lora`).  ``history`` holds the logged
     training loss and, with an eval set, the held-out loss before and after training.
+    ``logits_loss`` picks :class:`LogitsLossSFTTrainer` (default: on CPU only).
     """
     args = args or sft_config()
     if args.assistant_only_loss:
         check_sft_dataset(train_dataset)
         if eval_dataset is not None:
             check_sft_dataset(eval_dataset)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+    if logits_loss is None:
+        logits_loss = args.use_cpu or not torch.cuda.is_available()
+    trainer_class = LogitsLossSFTTrainer if logits_loss else SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            processing_class=tokenizer, peft_config=peft_config)
     trainable, total = _param_counts(trainer.model)
     history: dict = {}
     if eval_dataset is not None:
@@ -189,7 +213,7 @@ def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | 
     if eval_dataset is not None:
         history["eval_loss"] = trainer.evaluate()["eval_loss"]
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    return SFTResult(model=trainer.model, history=history, train_seconds=seconds, trainable_params=trainable,
+    return SFTResult(model=trained_model(trainer), history=history, train_seconds=seconds, trainable_params=trainable,
                      total_params=total, peak_memory_mb=peak, trainer=trainer)
 
 

@@ -54,8 +54,7 @@ TEMPLATES: tuple[str, ...] = (
     "Can you write a happy story about {name}? Please include {phrase}.",
     "Story request: a child named {name}, {phrase}, and a happy ending.",
     "Write a bedtime story featuring {name} and {phrase}. End it happily.",
-    "I want a short story. Main character: {name}. It should mention the word \"{topic}\". "
-    "Make the ending happy.",
+    "I want a short story. Main character: {name}. It should be about {phrase}. Make the ending happy.",
 )
 
 HAPPY_WORDS = frozenset([
@@ -216,28 +215,44 @@ def rename(story: str, old: str, new: str) -> str:
     return re.sub(rf"\b{re.escape(old)}\b", new, story)
 
 
+def mentions_early(story: str, word: str, within: int | None) -> bool:
+    """True if ``word`` occurs in the first ``within`` sentences of ``story`` (None: anywhere)."""
+    return mentions(" ".join(sentences(story)[:within]) if within else story, word)
+
+
 def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = False,
-                  max_words: int = 160, topics_per_story: int = 2,
-                  renames: int = 1) -> list[tuple[TaskSpec, str]]:
+                  max_words: int = 160, topics_per_story: int = 4, renames: int = 2,
+                  topic_within: int | None = 2, max_per_topic: int | None = 40) -> list[tuple[TaskSpec, str]]:
     """(spec, story) pairs for stories that pass the gold judge for their own spec.
 
     A story answers one instruction per topic it mentions (its ``topics_per_story`` most
     mentioned ones), each with a random template (seeded).  ``renames`` extra copies give
     the main character a random other name (in the instruction and the story alike), so
     the model must read the name from the request instead of guessing it from the story.
+    ``topic_within`` keeps a topic only if the story mentions it in its first sentences:
+    demonstrations then show the habit "use the requested topic early", which a small
+    model picks up far more easily than a mention anywhere later (None: anywhere).
+    ``max_per_topic`` caps the examples of any one topic: TinyStories mentions parks and toys
+    far more often than frogs or hats, and without a cap the model learns to write about a
+    park whatever was asked (None: no cap).
     ``held_out``: False keeps training pairs only, True held-out pairs only, None both.
     ``max_words`` drops long stories (the tiny model's context is 256 tokens).
     """
     if topics_per_story < 1 or renames < 0:
         raise ValueError(f"need topics_per_story >= 1 and renames >= 0, got {topics_per_story}, {renames}")
+    if topic_within is not None and topic_within < 1:
+        raise ValueError(f"topic_within must be >= 1 sentence or None, got {topic_within}")
     rng = random.Random(seed)
     out = []
+    per_topic: Counter = Counter()
     for story in stories:
         story = story.strip()
         name = main_character(story)
         if name is None or len(words(story)) > max_words:
             continue
         for topic in story_topics(story)[:topics_per_story]:
+            if not mentions_early(story, topic, topic_within):
+                continue
             variants = [(name, story)]
             for _ in range(renames):
                 new = rng.choice([n for n in NAMES if n != name and n not in story])
@@ -246,7 +261,9 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
                 spec = TaskSpec(who, topic, rng.randrange(len(TEMPLATES)))
                 if held_out is not None and spec.held_out != held_out:
                     continue
-                if gold_judge(spec, text).success:
+                full = max_per_topic is not None and per_topic[topic] >= max_per_topic
+                if not full and gold_judge(spec, text).success:
+                    per_topic[topic] += 1
                     out.append((spec, text))
     return out
 
@@ -266,18 +283,22 @@ def examples_to_dataset(examples: list[tuple[TaskSpec, str]]) -> Dataset:
 
 
 def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0, max_words: int = 160,
-                topics_per_story: int = 2, renames: int = 1, held_out: bool = False) -> Dataset:
+                topics_per_story: int = 4, renames: int = 2, topic_within: int | None = 2,
+                max_per_topic: int | None = 40, held_out: bool | None = False) -> Dataset:
     """SFT data of the tiny world, from real TinyStories stories, in ``messages`` format.
 
     Only stories whose (name, topic) pair is a *training* pair are kept, so
-    :func:`held_out_prompts` stays unseen; ``held_out=True`` returns the other stories
-    instead (a held-out set for measuring the SFT loss).  ``limit`` caps the number of rows.
+    :func:`held_out_prompts` stays unseen; ``held_out=True`` returns the other pairs
+    instead, ``None`` both.  For a held-out *loss*, also take unseen stories
+    (``split="validation"``): the training split's stories recur under other names and
+    topics.  ``limit`` caps the number of rows.
     """
     from companion.data import load_dataset
 
     stories = load_dataset("tinystories", split=split, limit=None)["text"]
     examples = make_examples(stories, seed=seed, held_out=held_out, max_words=max_words,
-                             topics_per_story=topics_per_story, renames=renames)
+                             topics_per_story=topics_per_story, renames=renames, topic_within=topic_within,
+                             max_per_topic=max_per_topic)
     return examples_to_dataset(examples[:limit] if limit else examples)
 
 

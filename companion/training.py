@@ -24,3 +24,14 @@ def runtime_args(p: Profile) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+
+
+def trained_model(trainer):
+    """The trainer's model without the wrappers training added.
+
+    Under mixed precision (``bf16=True``), accelerate patches the model's ``forward`` to
+    run under autocast.  We remove that patch, so the returned model computes in its own
+    dtype (float32 here) like any freshly loaded model: evaluation and generation give
+    the same numbers as after ``save_pretrained`` + ``from_pretrained``.
+    """
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from companion import describe, profile
@@ -16,7 +18,18 @@ def test_env_variable_overrides(monkeypatch):
 def test_default_is_tiny_without_cuda(monkeypatch):
     monkeypatch.delenv("COMPANION_PROFILE")
     monkeypatch.setattr("companion.profiles._cuda_available", lambda: False)
+    monkeypatch.setenv("COMPANION_BF16", "0")
     assert profile() == TINY
+
+
+def test_tiny_profile_uses_bf16_where_the_cpu_has_it(monkeypatch):
+    for forced, expected in (("0", False), ("1", True)):
+        monkeypatch.setenv("COMPANION_BF16", forced)
+        assert profile("tiny").bf16 is expected
+    monkeypatch.delenv("COMPANION_BF16", raising=False)
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    assert profile("tiny").bf16 == ("amx_bf16" in flags or "avx512_bf16" in flags)
 
 
 def test_default_is_gpu_with_cuda(monkeypatch):

@@ -135,3 +135,26 @@ def test_answer_loss_is_the_same_batched_or_not(small_tokenizer, tiny_model):
     assert one == pytest.approx(two, rel=1e-5)
     # a random model is about uniform: loss close to log(vocabulary size)
     assert abs(one - torch.log(torch.tensor(len(small_tokenizer))).item()) < 1.0
+
+
+def test_logits_loss_trainer_computes_trl_s_loss(small_tokenizer, tiny_model, tmp_path):
+    # The CPU trainer must give the same loss (and so the same gradients) as TRL's fused head.
+    data = Dataset.from_list([{"messages": CONV},
+                              {"messages": [CONV[0], {"role": "assistant", "content": "Lily ran to the park."}]}])
+    fused = sft.SFTTrainer(model=tiny_model, args=_args(tmp_path), train_dataset=data,
+                           processing_class=small_tokenizer)
+    batch = fused.data_collator([fused.train_dataset[i] for i in range(2)])
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    want = fused.compute_loss(tiny_model, dict(batch), num_items_in_batch=n).item()
+    plain = sft.LogitsLossSFTTrainer(model=tiny_model, args=_args(tmp_path), train_dataset=data,
+                                     processing_class=small_tokenizer)
+    got = plain.compute_loss(tiny_model, dict(batch), num_items_in_batch=n).item()
+    assert got == pytest.approx(want, rel=1e-4)
+    assert 5.0 < got < 12.0  # an untrained model: about ln(vocab size)
+
+
+def test_train_sft_picks_the_logits_loss_trainer_on_cpu(small_tokenizer, tiny_model, tmp_path):
+    res = sft.train_sft(tiny_model, small_tokenizer, _data(), args=_args(tmp_path, max_steps=1))
+    assert type(res.trainer) is sft.LogitsLossSFTTrainer
+    res = sft.train_sft(tiny_model, small_tokenizer, _data(), args=_args(tmp_path, max_steps=1), logits_loss=False)
+    assert type(res.trainer) is sft.SFTTrainer

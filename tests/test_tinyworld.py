@@ -103,7 +103,7 @@ def test_held_out_split_is_deterministic_and_disjoint():
 
 def test_make_examples_filters_and_splits():
     bad = "Tom had a cake. Tom ate the cake. Then he cried."  # sad ending, too short
-    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3, renames=0)
+    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3, renames=0, topic_within=None)
     assert [s.topic for s, _ in ex] == ["dog", "park", "tree"]
     assert all(r == GOOD for _, r in ex)
     ds = tw.examples_to_dataset(ex)
@@ -112,6 +112,15 @@ def test_make_examples_filters_and_splits():
     assert tw.spec_of(ds[1]) == ex[1][0]
     with pytest.raises(ValueError, match="no examples"):
         tw.examples_to_dataset([])
+
+
+def test_topic_within_keeps_topics_of_the_first_sentences():
+    # GOOD mentions dog in sentence 2, park in sentence 3, tree in sentence 4
+    for within, topics in ((1, []), (2, ["dog"]), (3, ["dog", "park"]), (None, ["dog", "park", "tree"])):
+        ex = tw.make_examples([GOOD], held_out=None, topics_per_story=3, renames=0, topic_within=within)
+        assert [s.topic for s, _ in ex] == topics, within
+    with pytest.raises(ValueError, match="topic_within must be >= 1"):
+        tw.make_examples([GOOD], topic_within=0)
 
 
 def test_prompt_dataset():
