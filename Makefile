@@ -38,7 +38,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests -q
 
 notebooks: $(STAMP)
-	$(VENV)/bin/pytest -q --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS)
+	$(VENV)/bin/pytest -q --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider $(NOTEBOOKS)
 
 # The notebooks were just executed by nbval; this build checks the book renders with
 # zero warnings without executing them a second time.
