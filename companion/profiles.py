@@ -81,7 +81,9 @@ def cpu_has_fast_bf16() -> bool:
     ``COMPANION_BF16=0`` or ``=1`` overrides the detection.
     """
     forced = os.environ.get("COMPANION_BF16")
-    if forced in ("0", "1"):
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"COMPANION_BF16 must be 0 or 1 (or unset to detect), got {forced!r}")
         return forced == "1"
     try:
         with open("/proc/cpuinfo") as f:

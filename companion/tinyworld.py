@@ -242,6 +242,8 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
         raise ValueError(f"need topics_per_story >= 1 and renames >= 0, got {topics_per_story}, {renames}")
     if topic_within is not None and topic_within < 1:
         raise ValueError(f"topic_within must be >= 1 sentence or None, got {topic_within}")
+    if max_per_topic is not None and max_per_topic < 1:
+        raise ValueError(f"max_per_topic must be >= 1 or None (no cap), got {max_per_topic}")
     rng = random.Random(seed)
     out = []
     per_topic: Counter = Counter()

@@ -26,6 +26,9 @@ def test_tiny_profile_uses_bf16_where_the_cpu_has_it(monkeypatch):
     for forced, expected in (("0", False), ("1", True)):
         monkeypatch.setenv("COMPANION_BF16", forced)
         assert profile("tiny").bf16 is expected
+    monkeypatch.setenv("COMPANION_BF16", "yes")
+    with pytest.raises(ValueError, match="COMPANION_BF16 must be 0 or 1"):
+        profile("tiny")
     monkeypatch.delenv("COMPANION_BF16", raising=False)
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.exists() else ""

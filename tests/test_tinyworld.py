@@ -121,6 +121,12 @@ def test_topic_within_keeps_topics_of_the_first_sentences():
         assert [s.topic for s, _ in ex] == topics, within
     with pytest.raises(ValueError, match="topic_within must be >= 1"):
         tw.make_examples([GOOD], topic_within=0)
+    # the cap: 3 topics x (original + 2 renamed copies) = 9 examples, or one per topic
+    kw = dict(held_out=None, topics_per_story=3, renames=2, topic_within=None, seed=3)
+    assert len(tw.make_examples([GOOD], max_per_topic=None, **kw)) == 9
+    assert [s.topic for s, _ in tw.make_examples([GOOD], max_per_topic=1, **kw)] == ["dog", "park", "tree"]
+    with pytest.raises(ValueError, match="max_per_topic must be >= 1"):
+        tw.make_examples([GOOD], max_per_topic=0)
 
 
 def test_prompt_dataset():
