@@ -449,7 +449,7 @@ def reward_config(output_dir: str = "runs/reward", profile: Profile | None = Non
     * ``num_train_epochs=1``, InstructGPT's choice: reward models overfit after one pass
       over the comparisons; the tiny world uses more (a different regime: few, cheap pairs).
     * ``max_length``: the profile's context length; longer pairs are *dropped* by TRL.
-    * ``gradient_checkpointing`` and ``bf16`` only on a GPU; no checkpoints, no loggers.
+    * ``gradient_checkpointing`` only on a GPU, ``bf16`` as the profile says; no checkpoints, no loggers.
     """
     p = profile or active_profile()
     defaults = dict(

@@ -97,8 +97,8 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
       erase what pretraining taught.
     * ``max_steps``: 150 tiny (about 6 epochs of the tiny world at batch 16) and 1000 gpu.
     * ``lr_scheduler_type="cosine"`` with a short warmup: the standard fine-tuning schedule.
-    * ``gradient_checkpointing`` and ``bf16`` only on a GPU: on CPU they cost time and
-      buy nothing.
+    * ``gradient_checkpointing`` only on a GPU; ``bf16`` where the hardware has fast bfloat16
+      (a GPU, or a CPU with AMX/AVX512-BF16: see ``profiles.cpu_has_fast_bf16``).
     * no checkpoints, no external loggers: the trained model is saved by the caller
       (see ``pipeline.sft_model``).
     """

@@ -9,7 +9,8 @@ def runtime_args(p: Profile) -> dict:
     """Device, precision, seeds and bookkeeping shared by the SFT, reward and other configs.
 
     No checkpoints and no external loggers (the caller saves the trained model); gradient
-    checkpointing and bf16 only on a GPU; fixed seeds for reproducible runs.
+    checkpointing only on a GPU; bf16 where the profile says the hardware has it;
+    fixed seeds for reproducible runs.
     """
     gpu = p.device == "cuda"
     return dict(
