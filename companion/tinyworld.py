@@ -13,7 +13,9 @@ succeeds when it (1) names the character, (2) mentions the topic, (3) ends happi
 (all checks pass).
 
 SFT data comes from real TinyStories stories: :func:`spec_from_story` reads the main
-character and a topic off a story, and the story itself becomes the answer.  The
+character and a topic off a story, and the story itself becomes the answer; renamed copies
+(:func:`rename`) and, optionally, topic-swapped ones (:func:`swap_topic`) make the model read
+the name and topic from the request instead of guessing them from the story it tells.  The
 (name, topic) pairs are split deterministically into train and held-out pairs, so the
 held-out prompts (:func:`held_out_prompts`) ask for combinations never seen in SFT data.
 """
@@ -47,6 +49,16 @@ TOPICS: dict[str, str] = {
     "river": "a river", "book": "a book", "doll": "a doll", "sand": "sand", "frog": "a frog",
     "puppy": "a puppy",
 }
+
+# Topics that can stand in for one another in a story (same kind of noun, same article).
+# "sun" and "sand" have no stand-in: "the sun" and "sand" are not countable things.
+TOPIC_KINDS: tuple[tuple[str, ...], ...] = (
+    ("park", "house", "garden", "beach", "school", "river"),
+    ("bird", "dog", "bear", "cat", "fish", "rabbit", "bunny", "mouse", "butterfly", "frog", "puppy"),
+    ("toy", "box", "car", "ball", "rock", "hat", "truck", "book", "doll", "cake", "boat", "flower", "tree"),
+)
+_IRREGULAR_PLURALS = {"mouse": "mice", "fish": "fish", "sand": "sand", "box": "boxes",
+                      "bunny": "bunnies", "puppy": "puppies", "butterfly": "butterflies"}
 
 TEMPLATES: tuple[str, ...] = (
     "Write a short story about {name} and {phrase}.",
@@ -215,6 +227,28 @@ def rename(story: str, old: str, new: str) -> str:
     return re.sub(rf"\b{re.escape(old)}\b", new, story)
 
 
+def plural(topic: str) -> str:
+    """The plural of a topic noun ("box" -> "boxes", "mouse" -> "mice")."""
+    return _IRREGULAR_PLURALS.get(topic, topic + "s")
+
+
+def swap_topic(story: str, old: str, new: str) -> str:
+    """The story with the noun ``old`` (singular and plural, any capitalization) replaced by ``new``."""
+    forms = {old: new, plural(old): plural(new)}
+
+    def repl(m: re.Match) -> str:
+        word = forms[m.group(0).lower()]
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    pattern = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    return re.sub(rf"\b(?:{pattern})\b", repl, story, flags=re.IGNORECASE)
+
+
+def stand_ins(topic: str) -> tuple[str, ...]:
+    """The topics that can replace ``topic`` in a story (same kind of noun), or ()."""
+    return next((tuple(t for t in kind if t != topic) for kind in TOPIC_KINDS if topic in kind), ())
+
+
 def mentions_early(story: str, word: str, within: int | None) -> bool:
     """True if ``word`` occurs in the first ``within`` sentences of ``story`` (None: anywhere)."""
     return mentions(" ".join(sentences(story)[:within]) if within else story, word)
@@ -222,7 +256,8 @@ def mentions_early(story: str, word: str, within: int | None) -> bool:
 
 def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = False,
                   max_words: int = 160, topics_per_story: int = 4, renames: int = 2,
-                  topic_within: int | None = 2, max_per_topic: int | None = 40) -> list[tuple[TaskSpec, str]]:
+                  topic_within: int | None = 2, max_per_topic: int | None = 40,
+                  topic_swaps: int = 0) -> list[tuple[TaskSpec, str]]:
     """(spec, story) pairs for stories that pass the gold judge for their own spec.
 
     A story answers one instruction per topic it mentions (its ``topics_per_story`` most
@@ -235,11 +270,19 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
     ``max_per_topic`` caps the examples of any one topic: TinyStories mentions parks and toys
     far more often than frogs or hats, and without a cap the model learns to write about a
     park whatever was asked (None: no cap).
+    ``topic_swaps`` extra copies replace the topic noun by a stand-in of the same kind
+    (:data:`TOPIC_KINDS`: a dog becomes a frog, a park a beach), choosing the stand-in with
+    the fewest examples so far, and rename the character too: rare topics get as many
+    demonstrations as common ones, and the topic, like the name, must be read from the request.
+    Off by default: two swaps raised the default SFT model's held-out success from 39% to 58%
+    (200 prompts; 45% with another data seed), but the better policy's samples made the
+    reward model's comparisons harder (held-out accuracy 0.76 -> 0.65).
     ``held_out``: False keeps training pairs only, True held-out pairs only, None both.
     ``max_words`` drops long stories (the tiny model's context is 256 tokens).
     """
-    if topics_per_story < 1 or renames < 0:
-        raise ValueError(f"need topics_per_story >= 1 and renames >= 0, got {topics_per_story}, {renames}")
+    if topics_per_story < 1 or renames < 0 or topic_swaps < 0:
+        raise ValueError("need topics_per_story >= 1, renames >= 0 and topic_swaps >= 0, got "
+                         f"{topics_per_story}, {renames}, {topic_swaps}")
     if topic_within is not None and topic_within < 1:
         raise ValueError(f"topic_within must be >= 1 sentence or None, got {topic_within}")
     if max_per_topic is not None and max_per_topic < 1:
@@ -255,17 +298,25 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
         for topic in story_topics(story)[:topics_per_story]:
             if not mentions_early(story, topic, topic_within):
                 continue
-            variants = [(name, story)]
+            variants = [(name, topic, story)]
             for _ in range(renames):
                 new = rng.choice([n for n in NAMES if n != name and n not in story])
-                variants.append((new, rename(story, name, new)))
-            for who, text in variants:
-                spec = TaskSpec(who, topic, rng.randrange(len(TEMPLATES)))
+                variants.append((new, topic, rename(story, name, new)))
+            for _ in range(topic_swaps):
+                options = [t for t in stand_ins(topic) if not mentions(story, t)]
+                if not options:
+                    break
+                fewest = min(per_topic[t] for t in options)
+                new_topic = rng.choice([t for t in options if per_topic[t] == fewest])
+                new = rng.choice([n for n in NAMES if n != name and n not in story])
+                variants.append((new, new_topic, rename(swap_topic(story, topic, new_topic), name, new)))
+            for who, what, text in variants:
+                spec = TaskSpec(who, what, rng.randrange(len(TEMPLATES)))
                 if held_out is not None and spec.held_out != held_out:
                     continue
-                full = max_per_topic is not None and per_topic[topic] >= max_per_topic
+                full = max_per_topic is not None and per_topic[what] >= max_per_topic
                 if not full and gold_judge(spec, text).success:
-                    per_topic[topic] += 1
+                    per_topic[what] += 1
                     out.append((spec, text))
     return out
 
@@ -286,7 +337,8 @@ def examples_to_dataset(examples: list[tuple[TaskSpec, str]]) -> Dataset:
 
 def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0, max_words: int = 160,
                 topics_per_story: int = 4, renames: int = 2, topic_within: int | None = 2,
-                max_per_topic: int | None = 40, held_out: bool | None = False) -> Dataset:
+                max_per_topic: int | None = 40, topic_swaps: int = 0,
+                held_out: bool | None = False) -> Dataset:
     """SFT data of the tiny world, from real TinyStories stories, in ``messages`` format.
 
     Only stories whose (name, topic) pair is a *training* pair are kept, so
@@ -300,7 +352,7 @@ def sft_dataset(split: str = "train", limit: int | None = None, seed: int = 0, m
     stories = load_dataset("tinystories", split=split, limit=None)["text"]
     examples = make_examples(stories, seed=seed, held_out=held_out, max_words=max_words,
                              topics_per_story=topics_per_story, renames=renames, topic_within=topic_within,
-                             max_per_topic=max_per_topic)
+                             max_per_topic=max_per_topic, topic_swaps=topic_swaps)
     return examples_to_dataset(examples[:limit] if limit else examples)
 
 

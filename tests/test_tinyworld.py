@@ -103,7 +103,8 @@ def test_held_out_split_is_deterministic_and_disjoint():
 
 def test_make_examples_filters_and_splits():
     bad = "Tom had a cake. Tom ate the cake. Then he cried."  # sad ending, too short
-    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3, renames=0, topic_within=None)
+    ex = tw.make_examples([GOOD, bad], held_out=None, topics_per_story=3, renames=0, topic_within=None,
+                          topic_swaps=0)
     assert [s.topic for s, _ in ex] == ["dog", "park", "tree"]
     assert all(r == GOOD for _, r in ex)
     ds = tw.examples_to_dataset(ex)
@@ -117,12 +118,13 @@ def test_make_examples_filters_and_splits():
 def test_topic_within_keeps_topics_of_the_first_sentences():
     # GOOD mentions dog in sentence 2, park in sentence 3, tree in sentence 4
     for within, topics in ((1, []), (2, ["dog"]), (3, ["dog", "park"]), (None, ["dog", "park", "tree"])):
-        ex = tw.make_examples([GOOD], held_out=None, topics_per_story=3, renames=0, topic_within=within)
+        ex = tw.make_examples([GOOD], held_out=None, topics_per_story=3, renames=0, topic_within=within,
+                              topic_swaps=0)
         assert [s.topic for s, _ in ex] == topics, within
     with pytest.raises(ValueError, match="topic_within must be >= 1"):
         tw.make_examples([GOOD], topic_within=0)
     # the cap: 3 topics x (original + 2 renamed copies) = 9 examples, or one per topic
-    kw = dict(held_out=None, topics_per_story=3, renames=2, topic_within=None, seed=3)
+    kw = dict(held_out=None, topics_per_story=3, renames=2, topic_within=None, seed=3, topic_swaps=0)
     assert len(tw.make_examples([GOOD], max_per_topic=None, **kw)) == 9
     assert [s.topic for s, _ in tw.make_examples([GOOD], max_per_topic=1, **kw)] == ["dog", "park", "tree"]
     with pytest.raises(ValueError, match="max_per_topic must be >= 1"):
@@ -146,8 +148,35 @@ def test_sft_dataset_from_tinystories(sample_data):
 
 def test_renamed_copies_change_the_name_everywhere():
     assert tw.rename("Lily saw Lily's dog. Lilyanne waved.", "Lily", "Mia") == "Mia saw Mia's dog. Lilyanne waved."
-    ex = tw.make_examples([GOOD], held_out=None, topics_per_story=1, renames=2, seed=3)
+    ex = tw.make_examples([GOOD], held_out=None, topics_per_story=1, renames=2, seed=3, topic_swaps=0)
     assert len(ex) == 3 and ex[0][0].name == "Lily"
     for spec, story in ex[1:]:
         assert spec.name != "Lily" and "Lily" not in story and spec.name in story
         assert tw.gold_judge(spec, story).success
+
+
+def test_swap_topic_replaces_singular_plural_and_capitals():
+    story = "The dog ran. Dogs bark. A hotdog is food. Dog said hi."
+    assert tw.swap_topic(story, "dog", "puppy") == "The puppy ran. Puppies bark. A hotdog is food. Puppy said hi."
+    assert tw.swap_topic("Two boxes and a box.", "box", "mouse") == "Two mice and a mouse."
+    assert tw.plural("bunny") == "bunnies" and tw.plural("ball") == "balls"
+    assert "dog" in tw.stand_ins("cat") and "cat" not in tw.stand_ins("cat")
+    assert tw.stand_ins("sun") == ()
+    # every topic but the uncountable ones has stand-ins, and stand-ins are real topics
+    assert {t for t in tw.TOPICS if not tw.stand_ins(t)} == {"sun", "sand"}
+    assert all(set(kind) <= set(tw.TOPICS) for kind in tw.TOPIC_KINDS)
+
+
+def test_topic_swaps_teach_rare_topics_from_common_stories():
+    kw = dict(held_out=None, topics_per_story=1, renames=0, topic_within=None, seed=3)
+    assert len(tw.make_examples([GOOD], topic_swaps=0, **kw)) == 1
+    ex = tw.make_examples([GOOD], topic_swaps=3, **kw)
+    assert len(ex) == 4 and ex[0][0].topic == "dog"
+    swapped = [s.topic for s, _ in ex[1:]]
+    assert len(set(swapped)) == 3 and set(swapped) <= set(tw.stand_ins("dog"))
+    for spec, story in ex[1:]:
+        assert not tw.mentions(story, "dog") and tw.mentions(story, spec.topic)
+        assert spec.name != "Lily" and "Lily" not in story  # a new name as well
+        assert tw.gold_judge(spec, story).success
+    with pytest.raises(ValueError, match="topic_swaps >= 0"):
+        tw.make_examples([GOOD], topic_swaps=-1)
