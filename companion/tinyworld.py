@@ -234,7 +234,7 @@ def plural(topic: str) -> str:
 
 def swap_topic(story: str, old: str, new: str) -> str:
     """The story with the noun ``old`` (singular and plural, any capitalization) replaced by ``new``."""
-    forms = {old: new, plural(old): plural(new)}
+    forms = {plural(old): plural(new), old: new}  # singular last: wins where both are equal ("fish")
 
     def repl(m: re.Match) -> str:
         word = forms[m.group(0).lower()]
@@ -298,9 +298,10 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
         for topic in story_topics(story)[:topics_per_story]:
             if not mentions_early(story, topic, topic_within):
                 continue
+            other_names = [n for n in NAMES if n != name and n not in story]
             variants = [(name, topic, story)]
             for _ in range(renames):
-                new = rng.choice([n for n in NAMES if n != name and n not in story])
+                new = rng.choice(other_names)
                 variants.append((new, topic, rename(story, name, new)))
             for _ in range(topic_swaps):
                 options = [t for t in stand_ins(topic) if not mentions(story, t)]
@@ -308,7 +309,7 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
                     break
                 fewest = min(per_topic[t] for t in options)
                 new_topic = rng.choice([t for t in options if per_topic[t] == fewest])
-                new = rng.choice([n for n in NAMES if n != name and n not in story])
+                new = rng.choice(other_names)
                 variants.append((new, new_topic, rename(swap_topic(story, topic, new_topic), name, new)))
             for who, what, text in variants:
                 spec = TaskSpec(who, what, rng.randrange(len(TEMPLATES)))

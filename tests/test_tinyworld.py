@@ -159,6 +159,7 @@ def test_swap_topic_replaces_singular_plural_and_capitals():
     story = "The dog ran. Dogs bark. A hotdog is food. Dog said hi."
     assert tw.swap_topic(story, "dog", "puppy") == "The puppy ran. Puppies bark. A hotdog is food. Puppy said hi."
     assert tw.swap_topic("Two boxes and a box.", "box", "mouse") == "Two mice and a mouse."
+    assert tw.swap_topic("A fish and two fish.", "fish", "dog") == "A dog and two dog."  # same-form plural
     assert tw.plural("bunny") == "bunnies" and tw.plural("ball") == "balls"
     assert "dog" in tw.stand_ins("cat") and "cat" not in tw.stand_ins("cat")
     assert tw.stand_ins("sun") == ()
