@@ -115,7 +115,7 @@ def build_sft_model(out: Path, profile: Profile | None = None, **config) -> dict
     model, tok = base_model(p)
     with tempfile.TemporaryDirectory() as run_dir:
         result = sft.train_sft(model, tok, sft_data(p), args=sft.sft_config(run_dir, profile=p, **config))
-    gold = sft.evaluate_gold(result.model, tok, tinyworld.held_out_prompts(64))
+    gold = sft.evaluate_gold(result.model, tok, tinyworld.held_out_prompts(200))
     result.model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"history": result.history, "train_seconds": result.train_seconds,
@@ -132,16 +132,22 @@ def sft_model(profile: Profile | None = None, rebuild: bool = False):
 
 
 def reward_sizes(profile: Profile | None = None) -> dict:
-    """How much preference data the tiny-world reward model gets (tiny vs gpu)."""
+    """How much preference data the tiny-world reward model gets (tiny vs gpu).
+
+    ``answers_per_prompt`` samples come from the SFT model, ``base_answers_per_prompt`` from
+    the base model (comparisons between policies, as InstructGPT and Llama 2 collected them).
+    """
     p = profile or active_profile()
     if p.is_tiny:
-        return dict(train_prompts=112, eval_prompts=48, answers_per_prompt=4, epochs=4)
-    return dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=4, epochs=2)
+        return dict(train_prompts=112, eval_prompts=48, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
+    return dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
 
 
 def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
-    """Reward model of the tiny world: SFT samples ranked by the gold judge, trained with RewardTrainer.
+    """Reward model of the tiny world: answers ranked by the gold judge, trained with RewardTrainer.
 
+    Each prompt gets samples from the SFT model and from the base model (see
+    :func:`reward_sizes`); every record says which model wrote each answer (``sources``).
     Training prompts use training (name, topic) pairs, evaluation prompts held-out ones.
     The rankings are saved beside the model (``rankings_train.jsonl``/``rankings_eval.jsonl``).
     """
@@ -153,13 +159,18 @@ def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
     s = reward_sizes(p)
     seed_everything(0)
     policy, tok = sft_model(p)
+    base, base_tok = base_model(p)
     specs = {"train": tinyworld.make_instructions(s["train_prompts"], seed=5, held_out=False),
              "eval": tinyworld.make_instructions(s["eval_prompts"], seed=6, held_out=True)}
     rankings = {}
     for split, sp in specs.items():
-        answers = reward.sample_answers(policy, tok, [x.messages() for x in sp], s["answers_per_prompt"],
-                                        seed=0 if split == "train" else 1)
-        rankings[split] = reward.judge_rankings(sp, answers)
+        seed = 0 if split == "train" else 1
+        prompts = [x.messages() for x in sp]
+        answers = reward.sample_answers(policy, tok, prompts, s["answers_per_prompt"], seed=seed)
+        from_base = reward.sample_answers(base, base_tok, prompts, s["base_answers_per_prompt"], seed=seed + 2)
+        rankings[split] = reward.judge_rankings(sp, [a + b for a, b in zip(answers, from_base)])
+        for r in rankings[split]:
+            r["sources"] = ["sft"] * s["answers_per_prompt"] + ["base"] * s["base_answers_per_prompt"]
         reward.save_rankings(rankings[split], out / f"rankings_{split}.jsonl")
     train, held = (reward.rankings_to_preferences(rankings[k]) for k in ("train", "eval"))
     rm = reward.reward_model_from_causal_lm(policy, tok)

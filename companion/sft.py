@@ -95,7 +95,7 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
     * ``learning_rate``: 3e-3 for the tiny model (small models and short runs tolerate
       large steps), 2e-5 (TRL's default) for a real 135M checkpoint, where larger steps
       erase what pretraining taught.
-    * ``max_steps``: 150 tiny (about 6 epochs of the tiny world at batch 16) and 1000 gpu.
+    * ``max_steps``: 150 tiny (about 3 epochs of the tiny world's 734 demonstrations at batch 16) and 1000 gpu.
     * ``lr_scheduler_type="cosine"`` with a short warmup: the standard fine-tuning schedule.
     * ``gradient_checkpointing`` only on a GPU; ``bf16`` where the hardware has fast bfloat16
       (a GPU, or a CPU with AMX/AVX512-BF16: see ``profiles.cpu_has_fast_bf16``).

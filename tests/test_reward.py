@@ -260,3 +260,35 @@ def test_minilm_backbone_encodes_pairs_and_scores():
     assert tok.decode(ids).endswith("mount everest, 8, 849 m. [SEP]")  # the answer survives, the prompt is cut
     s = reward.score(rm, tok, ["hi", "hello there"], ["hello!", "hi, how can I help?"], max_length=24)
     assert s.shape == (2,) and s.dtype == torch.float32
+
+
+def test_build_reward_model_ranks_sft_and_base_answers_together(small_tokenizer, tmp_path, monkeypatch):
+    """The tiny-world RM build: answers of both models share one ranking and keep their source."""
+    from companion import pipeline
+
+    def lm(seed):
+        torch.manual_seed(seed)
+        return build_causal_lm(small_tokenizer, profile("tiny"), n_layer=1, n_head=2, n_embd=32,
+                               intermediate_size=64)
+
+    sft_lm, base_lm = lm(0), lm(1)
+    story = ("Once upon a time, a little girl played in the park with her friends. The sun was warm and "
+             "everyone laughed. They ran, they jumped and they shared a big red ball. At the end of the "
+             "day they went home together, and they were all very happy.")
+
+    def fake_samples(policy, tokenizer, prompts, k, seed=0, **kw):
+        return [[story if policy is sft_lm else "dog dog dog"] * k for _ in prompts]
+
+    monkeypatch.setattr(pipeline, "sft_model", lambda p=None: (sft_lm, small_tokenizer))
+    monkeypatch.setattr(pipeline, "base_model", lambda p=None: (base_lm, small_tokenizer))
+    monkeypatch.setattr(reward, "sample_answers", fake_samples)
+    monkeypatch.setattr(pipeline, "reward_sizes", lambda p=None: dict(
+        train_prompts=4, eval_prompts=2, answers_per_prompt=2, base_answers_per_prompt=1, epochs=1))
+    meta = pipeline.build_reward_model(tmp_path)
+    ranks = reward.load_rankings(tmp_path / "rankings_train.jsonl")
+    assert len(ranks) == 4 and len(reward.load_rankings(tmp_path / "rankings_eval.jsonl")) == 2
+    for r in ranks:
+        assert r["sources"] == ["sft", "sft", "base"] and r["answers"][2] == "dog dog dog"
+        assert r["tiers"][-1] == [2]  # the base model's non-answer ranks last
+    assert meta["train_pairs"] == 4 * 2 and meta["eval_pairs"] == 2 * 2  # the tie between SFT answers gives none
+    assert (tmp_path / "config.json").exists()
