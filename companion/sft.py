@@ -122,16 +122,31 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
 
 
 def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.0,
-                target_modules: str | list[str] = "all-linear") -> LoraConfig:
+                target_modules: str | list[str] = "all-linear",
+                trainable_tokens: list[int] | None = None) -> LoraConfig:
     """A PEFT LoRA config: rank-``r`` updates ``B @ A`` (scaled by alpha/r) on every linear layer.
 
     ``all-linear`` adapts attention and MLP projections (not the output head); the base
     weights stay frozen, only the ``lora_A``/``lora_B`` matrices train.
+    ``trainable_tokens``: token ids whose embedding rows train too (PEFT's
+    ``trainable_token_indices``), for tokens pretraining never saw, such as the chat
+    markers (see :func:`chat_token_ids`): with their embeddings frozen at random values a
+    LoRA model hardly learns to end its turn.
     """
     if r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {r}")
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                      task_type="CAUSAL_LM", bias="none")
+                      task_type="CAUSAL_LM", bias="none", trainable_token_indices=trainable_tokens)
+
+
+def chat_token_ids(tokenizer) -> list[int]:
+    """Ids of the chat template's role markers (``<|im_start|>``, ``<|im_end|>``)."""
+    from companion.tokenizer import IM_END, IM_START
+
+    ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError("the tokenizer has no chat markers; call companion.tokenizer.ensure_chat_template(tokenizer) first")
+    return ids
 
 
 # --------------------------------------------------------------------------- training

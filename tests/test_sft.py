@@ -111,6 +111,17 @@ def test_lora_trains_only_the_adapter_and_merges(small_tokenizer, tiny_model, tm
         sft.merge_lora(merged)
 
 
+def test_lora_trainable_tokens_train_only_those_embedding_rows(small_tokenizer, tiny_model, tmp_path):
+    ids = sft.chat_token_ids(small_tokenizer)
+    assert small_tokenizer.convert_ids_to_tokens(ids) == ["<|im_start|>", "<|im_end|>"]
+    before = tiny_model.get_input_embeddings().weight.detach().clone()
+    res = sft.train_sft(tiny_model, small_tokenizer, _data(), args=_args(tmp_path, learning_rate=2e-2),
+                        peft_config=sft.lora_config(r=4, alpha=8, trainable_tokens=ids))
+    after = sft.merge_lora(res.model).get_input_embeddings().weight.detach()
+    changed = sorted(torch.nonzero((after - before).abs().sum(dim=1) > 0).flatten().tolist())
+    assert changed == sorted(ids)  # the marker rows moved, every other row is still the base model's
+
+
 def test_chat_responses_stop_at_end_of_turn(small_tokenizer, tiny_model, tmp_path):
     res = sft.train_sft(tiny_model, small_tokenizer, _data(16), args=_args(tmp_path, learning_rate=2e-2,
                                                                            max_steps=30))
