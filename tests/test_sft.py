@@ -122,6 +122,16 @@ def test_lora_trainable_tokens_train_only_those_embedding_rows(small_tokenizer, 
     assert changed == sorted(ids)  # the marker rows moved, every other row is still the base model's
 
 
+def test_chat_token_ids_needs_the_markers():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")),
+                                   unk_token="[UNK]")
+    with pytest.raises(ValueError, match="ensure_chat_template"):
+        sft.chat_token_ids(bare)
+
+
 def test_chat_responses_stop_at_end_of_turn(small_tokenizer, tiny_model, tmp_path):
     res = sft.train_sft(tiny_model, small_tokenizer, _data(16), args=_args(tmp_path, learning_rate=2e-2,
                                                                            max_steps=30))
