@@ -78,10 +78,16 @@ def store(name: str, save: Callable[[Path], dict | None], profile_name: str | No
 
 
 def get_or_build(name: str, build: Callable[[Path], dict | None], rebuild: bool = False,
-                 profile_name: str | None = None) -> Path:
-    """Directory of artifact ``name``: cached, or built now with ``build(dir)`` and cached."""
-    if rebuild or not exists(name, profile_name):
-        store(name, build, profile_name)
+                 profile_name: str | None = None, recipe: str | None = None) -> Path:
+    """Directory of artifact ``name``: cached, or built now with ``build(dir)`` and cached.
+
+    ``recipe`` names how the artifact is made; a cached copy made by another recipe (an
+    older version of the book, say) is stale and is rebuilt.
+    """
+    stale = (recipe is not None and exists(name, profile_name)
+             and metadata(name, profile_name).get("recipe") != recipe)
+    if rebuild or stale or not exists(name, profile_name):
+        store(name, lambda out: {**(build(out) or {}), **({"recipe": recipe} if recipe else {})}, profile_name)
     return artifact_dir(name, profile_name)
 
 

@@ -20,6 +20,10 @@ from companion.profiles import profile as active_profile
 from companion.seeding import seed_everything
 from companion.tokenizer import ensure_chat_template, train_bpe_tokenizer
 
+# How the SFT and reward artifacts are made; a cache built by an older recipe is rebuilt.
+RECIPES = {"sft": "tinyworld-topic-swaps-2"}
+RECIPES["reward"] = RECIPES["sft"] + "|sft-2+base-2"
+
 
 def tokenizer(profile: Profile | None = None, rebuild: bool = False):
     """Tiny: a byte-level BPE trained on the TinyStories sample.  gpu: the checkpoint's."""
@@ -126,7 +130,7 @@ def sft_model(profile: Profile | None = None, rebuild: bool = False):
     """(model, tokenizer) of the instruction-tuned (SFT) model, cached as artifact "sft"."""
     p = profile or active_profile()
     path = artifacts.get_or_build("sft", lambda out: build_sft_model(out, p), rebuild=rebuild,
-                                  profile_name=p.name)
+                                  profile_name=p.name, recipe=RECIPES["sft"])
     model = AutoModelForCausalLM.from_pretrained(path)
     return model.to(p.device), AutoTokenizer.from_pretrained(path)
 
@@ -189,7 +193,7 @@ def reward_model(profile: Profile | None = None, rebuild: bool = False):
 
     p = profile or active_profile()
     path = artifacts.get_or_build("reward", lambda out: build_reward_model(out, p), rebuild=rebuild,
-                                  profile_name=p.name)
+                                  profile_name=p.name, recipe=RECIPES["reward"])
     return AutoModelForSequenceClassification.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
 
 

@@ -14,7 +14,7 @@ succeeds when it (1) names the character, (2) mentions the topic, (3) ends happi
 
 SFT data comes from real TinyStories stories: :func:`spec_from_story` reads the main
 character and a topic off a story, and the story itself becomes the answer; renamed copies
-(:func:`rename`) and, optionally, topic-swapped ones (:func:`swap_topic`) make the model read
+(:func:`rename`) and topic-swapped ones (:func:`swap_topic`) make the model read
 the name and topic from the request instead of guessing them from the story it tells.  The
 (name, topic) pairs are split deterministically into train and held-out pairs, so the
 held-out prompts (:func:`held_out_prompts`) ask for combinations never seen in SFT data.

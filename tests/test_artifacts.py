@@ -25,6 +25,22 @@ def test_get_or_build_builds_once(tmp_path):
     assert len(calls) == 2
 
 
+def test_an_artifact_from_another_recipe_is_rebuilt():
+    calls = []
+
+    def build(out):
+        calls.append(out)
+        return {"loss": 1.0}
+
+    artifacts.get_or_build("demo", build)  # an old cache entry, made before recipes existed
+    artifacts.get_or_build("demo", build, recipe="v2")
+    assert len(calls) == 2 and artifacts.metadata("demo")["recipe"] == "v2"
+    artifacts.get_or_build("demo", build, recipe="v2")
+    assert len(calls) == 2  # same recipe: the cached copy is used
+    artifacts.get_or_build("demo", build, recipe="v3")
+    assert len(calls) == 3 and artifacts.metadata("demo")["loss"] == 1.0
+
+
 def test_failed_build_leaves_no_artifact():
     def broken(out):
         (out / "half.txt").write_text("x")
