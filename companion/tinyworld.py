@@ -52,11 +52,11 @@ TOPICS: dict[str, str] = {
 
 # Topics that can stand in for one another in a story (same kind of noun, same article).
 # "sun" and "sand" have no stand-in: "the sun" and "sand" are not countable things.
-TOPIC_KINDS: tuple[tuple[str, ...], ...] = (
-    ("park", "house", "garden", "beach", "school", "river"),
-    ("bird", "dog", "bear", "cat", "fish", "rabbit", "bunny", "mouse", "butterfly", "frog", "puppy"),
-    ("toy", "box", "car", "ball", "rock", "hat", "truck", "book", "doll", "cake", "boat", "flower", "tree"),
-)
+TOPIC_KINDS: dict[str, tuple[str, ...]] = {
+    "places": ("park", "house", "garden", "beach", "school", "river"),
+    "animals": ("bird", "dog", "bear", "cat", "fish", "rabbit", "bunny", "mouse", "butterfly", "frog", "puppy"),
+    "things": ("toy", "box", "car", "ball", "rock", "hat", "truck", "book", "doll", "cake", "boat", "flower", "tree"),
+}
 _IRREGULAR_PLURALS = {"mouse": "mice", "fish": "fish", "sand": "sand", "box": "boxes",
                       "bunny": "bunnies", "puppy": "puppies", "butterfly": "butterflies"}
 
@@ -246,7 +246,7 @@ def swap_topic(story: str, old: str, new: str) -> str:
 
 def stand_ins(topic: str) -> tuple[str, ...]:
     """The topics that can replace ``topic`` in a story (same kind of noun), or ()."""
-    return next((tuple(t for t in kind if t != topic) for kind in TOPIC_KINDS if topic in kind), ())
+    return next((tuple(t for t in kind if t != topic) for kind in TOPIC_KINDS.values() if topic in kind), ())
 
 
 def mentions_early(story: str, word: str, within: int | None) -> bool:

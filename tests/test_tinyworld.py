@@ -165,7 +165,7 @@ def test_swap_topic_replaces_singular_plural_and_capitals():
     assert tw.stand_ins("sun") == ()
     # every topic but the uncountable ones has stand-ins, and stand-ins are real topics
     assert {t for t in tw.TOPICS if not tw.stand_ins(t)} == {"sun", "sand"}
-    assert all(set(kind) <= set(tw.TOPICS) for kind in tw.TOPIC_KINDS)
+    assert all(set(kind) <= set(tw.TOPICS) for kind in tw.TOPIC_KINDS.values())
 
 
 def test_topic_swaps_teach_rare_topics_from_common_stories():
