@@ -198,3 +198,110 @@ def reward_model(profile: Profile | None = None, rebuild: bool = False):
 
 
 STAGES = {"tokenizer": tokenizer, "base": base_model, "sft": sft_model, "reward": reward_model}
+
+
+def ppo_components(profile: Profile | None = None) -> dict:
+    """Everything :class:`companion.ppo.PPOTrainer` needs besides prompts and a config.
+
+    Tiny: the SFT policy (chapter 4), the reward model (chapter 5), and a critic initialized
+    from the reward model, as InstructGPT did.  gpu: the chat checkpoint (``profile.chat_model``)
+    with LoRA adapters, so the reference is the same weights with the adapters off, and a
+    value head on the shared trunk; the reward model is ``profile.reward_model`` (a Hub id or a
+    local directory, read with its own tokenizer) or, when that is None, chapter 5's.
+    """
+    import copy
+
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from companion import sft
+    from companion.tokenizer import ensure_distinct_pad
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        policy, tok = sft_model(p)
+        rm, rm_tok = reward_model(p)
+        return {"policy": policy, "tokenizer": tok, "reward_model": rm, "reward_tokenizer": rm_tok,
+                "value_model": copy.deepcopy(rm)}
+    policy, tok = load_pretrained(p.chat_model, device=p.device)
+    ensure_distinct_pad(tok, policy)
+    policy = get_peft_model(policy, sft.lora_config(r=16, alpha=32))
+    if p.reward_model:
+        rm_tok = AutoTokenizer.from_pretrained(p.reward_model)
+        rm = AutoModelForSequenceClassification.from_pretrained(p.reward_model).to(p.device)
+    else:
+        rm, rm_tok = reward_model(p)
+    return {"policy": policy, "tokenizer": tok, "reward_model": rm, "reward_tokenizer": rm_tok, "value_model": None}
+
+
+RECIPES["ppo"] = RECIPES["reward"] + "|ppo-1"
+
+
+def ppo_prompts(profile: Profile | None = None):
+    """RL prompts: tiny-world requests with *training* (name, topic) pairs (held-out pairs stay unseen)."""
+    from companion import tinyworld
+
+    p = profile or active_profile()
+    return tinyworld.prompt_dataset(tinyworld.make_instructions(256 if p.is_tiny else 1024, seed=7, held_out=False))
+
+
+def ppo_config(profile: Profile | None = None, **overrides):
+    """The book's PPO settings: :func:`companion.ppo.tiny_ppo_config` (tiny) or LoRA-sized ones (gpu)."""
+    from companion import ppo
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        return ppo.tiny_ppo_config(**overrides)
+    gpu = dict(steps=150, batch_size=64, num_mini_batches=4, num_ppo_epochs=2, learning_rate=2e-5,
+               max_new_tokens=200, temperature=1.0, kl_coef=0.05, normalize_scores=True, missing_eos_penalty=1.0,
+               use_cpu=p.device != "cuda")
+    return ppo.PPOConfig(**{**gpu, **overrides})
+
+
+def build_ppo_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
+    """Train the SFT model with PPO against the reward model (chapter 7) and save it to ``out``.
+
+    Saves the policy (LoRA merged in the gpu profile), its tokenizer and ``ppo_history.json``
+    (every logged metric per step); returns the held-out gold success of the result.
+    """
+    import json
+
+    from companion import ppo, sft, tinyworld
+
+    p = profile or active_profile()
+    seed_everything(0)
+    parts = ppo_components(p)
+    trainer = ppo.PPOTrainer(ppo_config(p, **overrides), parts["policy"], parts["tokenizer"], ppo_prompts(p),
+                             reward_model=parts["reward_model"], reward_tokenizer=parts["reward_tokenizer"],
+                             value_model=parts["value_model"], judge=tinyworld.judge_rows)
+    history = trainer.train()
+    policy = trainer.policy
+    if hasattr(policy, "merge_and_unload"):
+        policy = policy.merge_and_unload()
+    gold = sft.evaluate_gold(policy, parts["tokenizer"], tinyworld.held_out_prompts(200))
+    policy.save_pretrained(out)
+    parts["tokenizer"].save_pretrained(out)
+    (out / "ppo_history.json").write_text(json.dumps(history))
+    return {"train_seconds": float(sum(history["time/rollout_s"]) + sum(history["time/update_s"])),
+            "held_out_success_rate": gold["success_rate"], "held_out_mean_score": gold["mean_score"],
+            "score_shift": trainer.score_shift, "score_scale": trainer.score_scale}
+
+
+def ppo_model(profile: Profile | None = None, rebuild: bool = False):
+    """(model, tokenizer) of the PPO-trained policy, cached as artifact "ppo" (see :func:`build_ppo_model`)."""
+    p = profile or active_profile()
+    path = artifacts.get_or_build("ppo", lambda out: build_ppo_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name, recipe=RECIPES["ppo"])
+    return AutoModelForCausalLM.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
+
+
+def ppo_history(profile: Profile | None = None) -> dict:
+    """The per-step metrics of the cached PPO run (builds it if needed)."""
+    import json
+
+    p = profile or active_profile()
+    ppo_model(p)
+    return json.loads((artifacts.artifact_dir("ppo", p.name) / "ppo_history.json").read_text())
+
+
+STAGES["ppo"] = ppo_model

@@ -622,6 +622,7 @@ class PPOTrainer:
             "objective/non_score_reward": mean(non_score.sum(1)),
             "objective/rlhf_reward": mean(non_score.sum(1) + batch.scores),
             "objective/scores": mean(batch.scores),
+            "objective/raw_scores": mean(batch.raw_scores),
             "policy/approxkl_avg": float(np.mean(stats["approxkl"])),
             "policy/clipfrac_avg": float(np.mean(stats["pg_clipfrac"])),
             "policy/entropy_avg": float(np.mean(stats["entropy"])),

@@ -5,7 +5,8 @@
 
 The active profile is ``gpu`` when CUDA is available and ``tiny`` otherwise; the
 environment variable ``COMPANION_PROFILE`` overrides the choice.  Model ids can be
-pointed at local directories with ``COMPANION_BASE_MODEL`` / ``COMPANION_CHAT_MODEL``
+pointed at local directories with ``COMPANION_BASE_MODEL`` / ``COMPANION_CHAT_MODEL`` /
+``COMPANION_REWARD_MODEL``
 (the tests use this to exercise the gpu code path offline).
 """
 
@@ -27,6 +28,8 @@ class Profile:
     # Models: ``None`` means "build a small model from a config and train it here".
     base_model: str | None
     chat_model: str | None
+    # A Hub reward model for RL (``None``: the reward model trained in chapter 5).
+    reward_model: str | None = None
     # Architecture of the from-scratch model (used when ``base_model`` is None).
     model_config: dict = field(default_factory=dict)
     vocab_size: int = 4096
@@ -128,6 +131,7 @@ def profile(name: str | None = None) -> Profile:
     overrides = {
         "base_model": os.environ.get("COMPANION_BASE_MODEL"),
         "chat_model": os.environ.get("COMPANION_CHAT_MODEL"),
+        "reward_model": os.environ.get("COMPANION_REWARD_MODEL"),
     }
     overrides = {k: v for k, v in overrides.items() if v}
     return replace(p, **overrides) if overrides else p

@@ -385,3 +385,10 @@ def prompt_dataset(specs: list[TaskSpec]) -> Dataset:
 def spec_of(row: dict) -> TaskSpec:
     """Rebuild the :class:`TaskSpec` of a dataset row (it has ``name``, ``topic``, ``template``)."""
     return TaskSpec(row["name"], row["topic"], int(row.get("template", 0)))
+
+
+def judge_rows(rows: list[dict], responses: list[str]) -> list[float]:
+    """Gold-judge scores of responses to prompt-dataset rows (see :func:`prompt_dataset`)."""
+    if len(rows) != len(responses):
+        raise ValueError(f"got {len(rows)} rows but {len(responses)} responses; pass one response per row")
+    return [gold_judge(spec_of(r), t).score for r, t in zip(rows, responses)]

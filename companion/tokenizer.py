@@ -84,6 +84,23 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def ensure_distinct_pad(tokenizer, model=None) -> bool:
+    """Give ``tokenizer`` a PAD token that is not a stop token (adding ``<|pad|>`` if needed).
+
+    RL trainers must tell padding from a real end of response; many checkpoints set
+    PAD = EOS.  When a token is added, ``model``'s embeddings are resized to match.
+    Returns True if the tokenizer was changed.
+    """
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in chat_stop_ids(tokenizer):
+        return False
+    tokenizer.add_special_tokens({"pad_token": PAD})
+    if model is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return True
+
+
 def chat_stop_ids(tokenizer) -> list[int]:
     """Token ids that end an assistant turn (``<|im_end|>`` and EOS)."""
     ids = {tokenizer.eos_token_id}

@@ -14,6 +14,7 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPANION_PROFILE", "tiny")
     monkeypatch.delenv("COMPANION_BASE_MODEL", raising=False)
     monkeypatch.delenv("COMPANION_CHAT_MODEL", raising=False)
+    monkeypatch.delenv("COMPANION_REWARD_MODEL", raising=False)
 
 
 @pytest.fixture

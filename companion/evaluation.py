@@ -1,0 +1,134 @@
+"""Comparing aligned policies on held-out prompts: gold success with standard errors, proxy
+reward, KL to the reference, length.
+
+Every alignment chapter (PPO, DPO, RLAIF, the capstone) compares its models the same way:
+greedy answers to the same held-out tiny-world prompts, graded by the gold judge; a win is
+claimed only when the paired difference exceeds two standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def standard_error(x: Sequence[float]) -> float:
+    """Standard error of the mean of ``x`` (sample std / sqrt(n)); 0 for fewer than 2 values."""
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``a - b`` over the same items, with its standard error."""
+
+    mean: float
+    se: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the difference exceeds two standard errors (the book's bar for a win)."""
+        return self.mean > 2 * self.se
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} ± {self.se:.3f}"
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
+    """The paired difference of two models' per-prompt results on the same prompts."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"a and b must be non-empty 1-D and of the same length (one result per prompt), "
+                         f"got shapes {a.shape} and {b.shape}")
+    return PairedDifference(float((a - b).mean()), standard_error(a - b))
+
+
+@torch.no_grad()
+def sequence_logprobs(model, tokenizer, prompts: Sequence, responses: Sequence[str],
+                      temperature: float = 1.0, batch_size: int = 32) -> torch.Tensor:
+    """Sum of log p(response tokens | prompt) under ``model``, one value per response.
+
+    The response is encoded as the chat template renders it (ending with the end-of-turn
+    token), so the end of the answer counts too.
+    """
+    from companion.reward import encode_reward_input
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.empty(len(responses))
+    for s in range(0, len(responses), batch_size):
+        ids, starts = [], []
+        for p, r in zip(prompts[s:s + batch_size], responses[s:s + batch_size]):
+            prompt = [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
+            head = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
+                                                 return_dict=True)["input_ids"]
+            full = encode_reward_input(tokenizer, prompt, r)
+            ids.append(full)
+            starts.append(len(head))
+        width = max(map(len, ids))
+        x = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(x)
+        for i, row in enumerate(ids):
+            x[i, :len(row)], attn[i, :len(row)] = torch.tensor(row), 1
+        logits = model(input_ids=x.to(device), attention_mask=attn.to(device)).logits.float() / temperature
+        logp = torch.gather(F.log_softmax(logits[:, :-1], -1), 2, x[:, 1:, None].to(device)).squeeze(-1).cpu()
+        for i, (row, start) in enumerate(zip(ids, starts)):
+            out[s + i] = logp[i, start - 1:len(row) - 1].sum()
+    return out
+
+
+def sampled_kl(policy, reference, tokenizer, prompts: Sequence, n: int = 1, max_new_tokens: int = 200,
+               seed: int = 0) -> float:
+    """KL(policy || reference) in nats per answer, estimated on answers sampled at T = 1.
+
+    The mean over samples of ``log p_policy(y) - log p_reference(y)`` (the k1 estimate).
+    """
+    from companion.sft import chat_responses
+
+    convs = [list(p) if not isinstance(p, str) else [{"role": "user", "content": p}] for p in prompts for _ in range(n)]
+    answers = chat_responses(policy, tokenizer, convs, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
+    lp = sequence_logprobs(policy, tokenizer, convs, answers)
+    lq = sequence_logprobs(reference, tokenizer, convs, answers)
+    return float((lp - lq).mean())
+
+
+def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=None, reward_tokenizer=None,
+                     reference: str | None = None, kl_prompts: int = 64, max_new_tokens: int = 200) -> dict:
+    """Evaluate ``models`` (name -> (model, tokenizer)) on the same held-out specs.
+
+    Greedy answers graded by the gold judge (success, mean score, per-check rates), their
+    reward-model score and length in words; with ``reference`` (a key of ``models``), each
+    model's paired difference in success against it and its KL to it on ``kl_prompts``
+    sampled answers.  Returns ``{name: {...}}`` in the order given.
+    """
+    from companion.sft import evaluate_gold
+
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference={reference!r} is not one of the models {list(models)}")
+    rows = {}
+    for name, (model, tok) in models.items():
+        ev = evaluate_gold(model, tok, specs, max_new_tokens=max_new_tokens)
+        success = [float(r.success) for r in ev["results"]]
+        row = {"success": ev["success_rate"], "success_se": standard_error(success), "per_prompt": success,
+               "mean_score": ev["mean_score"], "checks": ev["checks"], "replies": ev["replies"],
+               "words": float(np.mean([len(r.split()) for r in ev["replies"]]))}
+        if reward_model is not None:
+            from companion.reward import score
+
+            row["rm_score"] = float(score(reward_model, reward_tokenizer or tok, [s.messages() for s in specs],
+                                          ev["replies"]).mean())
+        rows[name] = row
+    if reference is not None:
+        ref_model, ref_tok = models[reference]
+        for name, (model, tok) in models.items():
+            rows[name]["vs_reference"] = paired_difference(rows[name]["per_prompt"], rows[reference]["per_prompt"])
+            rows[name]["kl"] = 0.0 if name == reference else sampled_kl(
+                model, ref_model, tok, [s.messages() for s in specs[:kl_prompts]], max_new_tokens=max_new_tokens)
+    return rows

@@ -1,0 +1,43 @@
+"""companion.evaluation: paired differences, sequence log-probs, KL between policies."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from companion import evaluation
+from companion.models import build_causal_lm
+
+
+def test_paired_difference_by_hand():
+    d = evaluation.paired_difference([1, 1, 0, 1], [0, 1, 0, 0])  # differences 1, 0, 0, 1
+    assert d.mean == 0.5 and d.se == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert not d.significant and str(d) == "+0.500 ± 0.289"
+    with pytest.raises(ValueError, match="same length"):
+        evaluation.paired_difference([1, 0], [1])
+
+
+def test_significance_needs_two_standard_errors():
+    a, b = [1.0] * 30 + [0.0] * 70, [0.0] * 100
+    d = evaluation.paired_difference(a, b)
+    assert d.significant and d.mean == pytest.approx(0.3)
+
+
+def test_sequence_logprobs_and_kl(small_tokenizer):
+    torch.manual_seed(0)
+    model = build_causal_lm(small_tokenizer, n_layer=1, n_head=2, n_embd=16, intermediate_size=32, context_length=128)
+    prompts, answers = ["Lily"], ["Max liked to run."]
+    got = evaluation.sequence_logprobs(model, small_tokenizer, prompts, answers)
+    conv = [{"role": "user", "content": "Lily"}]
+    head = small_tokenizer.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=True)
+    full = small_tokenizer.apply_chat_template(conv + [{"role": "assistant", "content": answers[0]}], tokenize=True,
+                                               return_dict=True)["input_ids"]
+    n_head = len(head["input_ids"])
+    logits = model(input_ids=torch.tensor([full])).logits[0].float()
+    manual = sum(torch.log_softmax(logits[t - 1], -1)[full[t]] for t in range(n_head, len(full)))
+    assert float(got[0]) == pytest.approx(float(manual), abs=1e-4)
+    same = evaluation.sampled_kl(model, copy.deepcopy(model), small_tokenizer, prompts * 2, max_new_tokens=8)
+    assert abs(same) < 1e-4
