@@ -530,7 +530,9 @@ class PPOTrainer:
         prompts = [r["prompt"] for r in rows]
         total = torch.zeros(len(texts), device=dev)
         if self.reward_model is not None:
-            total += rm_score(self.reward_model, self.reward_tokenizer, prompts, texts).to(dev)
+            limit = getattr(self.reward_tokenizer, "model_max_length", None)  # an encoder's 512 positions, say
+            limit = limit if limit and limit < 100_000 else None
+            total += rm_score(self.reward_model, self.reward_tokenizer, prompts, texts, max_length=limit).to(dev)
         if self.reward_funcs:
             conversational = not isinstance(prompts[0], str)
             completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts

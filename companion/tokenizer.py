@@ -98,6 +98,8 @@ def ensure_distinct_pad(tokenizer, model=None) -> bool:
         model.resize_token_embeddings(len(tokenizer))
     if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:  # generate() reads this one
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
     return True
 
 

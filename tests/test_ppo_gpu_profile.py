@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer, PreTrainedTokenizerFast
 
-from companion import pipeline, ppo, tinyworld
+from companion import pipeline, ppo, reward, tinyworld
 from companion.models import load_pretrained, tiny_config
 from companion.tokenizer import IM_END, IM_START, PAD, chat_stop_ids, ensure_distinct_pad
 
@@ -99,7 +99,7 @@ def test_gpu_ppo_components_train_lora_against_a_hub_style_reward_model(gpu_dirs
     assert tok.pad_token == PAD and tok.pad_token_id not in chat_stop_ids(tok)
     assert chat_stop_ids(tok) == [tok.convert_tokens_to_ids(IM_END)]
     assert policy.get_input_embeddings().weight.shape[0] == len(tok)
-    assert policy.config.pad_token_id == tok.pad_token_id
+    assert policy.config.pad_token_id == policy.generation_config.pad_token_id == tok.pad_token_id
     assert hasattr(policy, "disable_adapter") and hasattr(policy, "peft_config")  # a PEFT model
     assert parts["value_model"] is None
     assert isinstance(rm, BertForSequenceClassification) and rm.config.num_labels == 1
@@ -129,6 +129,9 @@ def test_gpu_ppo_components_train_lora_against_a_hub_style_reward_model(gpu_dirs
     assert torch.allclose(first.logprobs, first.ref_logprobs, atol=1e-5)  # LoRA starts as the identity
     assert abs(hist["objective/kl"][0]) < 1e-4
     assert torch.isfinite(first.raw_scores).all() and first.raw_scores.abs().sum() > 0
+    # the reward model read the decoded text re-tokenized with its own WordPiece vocabulary
+    direct = reward.score(rm, rm_tok, [r["prompt"] for r in first.rows], first.texts)
+    assert torch.allclose(first.raw_scores, direct, atol=1e-6)
 
     # only the adapters and the value head moved; the frozen base is what the reference reads
     for name, p in tr.policy.named_parameters():
