@@ -100,35 +100,47 @@ def sampled_kl(policy, reference, tokenizer, prompts: Sequence, n: int = 1, max_
 
 
 def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=None, reward_tokenizer=None,
-                     reference: str | None = None, kl_prompts: int = 64, max_new_tokens: int = 200) -> dict:
+                     reference: str | None = None, temperature: float = 0.0, samples: int = 1,
+                     kl_prompts: int = 64, max_new_tokens: int = 200, batch_size: int = 100) -> dict:
     """Evaluate ``models`` (name -> (model, tokenizer)) on the same held-out specs.
 
-    Greedy answers graded by the gold judge (success, mean score, per-check rates), their
-    reward-model score and length in words; with ``reference`` (a key of ``models``), each
-    model's paired difference in success against it and its KL to it on ``kl_prompts``
-    sampled answers.  Returns ``{name: {...}}`` in the order given.
+    Each model answers every spec ``samples`` times (greedy when ``temperature`` is 0);
+    the gold judge grades each answer, and a prompt's result is the mean over its answers.
+    Reported per model: success with its standard error, mean gold score, per-check rates,
+    the reward model's mean score, answer length in words; with ``reference`` (a key of
+    ``models``), the paired difference in success against it and the KL to it on
+    ``kl_prompts`` answers sampled at T = 1.  Returns ``{name: {...}}`` in the order given.
     """
-    from companion.sft import evaluate_gold
+    from companion import tinyworld
+    from companion.reward import score
+    from companion.sft import chat_responses
 
     if reference is not None and reference not in models:
         raise ValueError(f"reference={reference!r} is not one of the models {list(models)}")
+    if samples < 1 or (temperature == 0 and samples > 1):
+        raise ValueError(f"samples must be >= 1 (and 1 for greedy decoding, temperature=0), got {samples}")
+    convs = [s.messages() for s in specs]
     rows = {}
     for name, (model, tok) in models.items():
-        ev = evaluate_gold(model, tok, specs, max_new_tokens=max_new_tokens)
-        success = [float(r.success) for r in ev["results"]]
-        row = {"success": ev["success_rate"], "success_se": standard_error(success), "per_prompt": success,
-               "mean_score": ev["mean_score"], "checks": ev["checks"], "replies": ev["replies"],
-               "words": float(np.mean([len(r.split()) for r in ev["replies"]]))}
+        replies, results = [], []
+        for seed in range(samples):
+            out = chat_responses(model, tok, convs, max_new_tokens, temperature, batch_size=batch_size, seed=seed)
+            replies.append(out)
+            results.append(tinyworld.judge_many(list(specs), out))
+        success = np.mean([[float(r.success) for r in res] for res in results], axis=0)
+        flat = [r for res in results for r in res]
+        row = {"success": float(success.mean()), "success_se": standard_error(success), "per_prompt": success,
+               "mean_score": float(np.mean([r.score for r in flat])),
+               "checks": {k: float(np.mean([r.checks[k] for r in flat])) for k in tinyworld.CHECKS},
+               "replies": replies[0], "words": float(np.mean([len(t.split()) for out in replies for t in out]))}
         if reward_model is not None:
-            from companion.reward import score
-
-            row["rm_score"] = float(score(reward_model, reward_tokenizer or tok, [s.messages() for s in specs],
-                                          ev["replies"]).mean())
+            row["rm_score"] = float(np.mean([score(reward_model, reward_tokenizer or tok, convs, out).mean()
+                                             for out in replies]))
         rows[name] = row
     if reference is not None:
-        ref_model, ref_tok = models[reference]
+        ref_model, _ = models[reference]
         for name, (model, tok) in models.items():
             rows[name]["vs_reference"] = paired_difference(rows[name]["per_prompt"], rows[reference]["per_prompt"])
-            rows[name]["kl"] = 0.0 if name == reference else sampled_kl(
-                model, ref_model, tok, [s.messages() for s in specs[:kl_prompts]], max_new_tokens=max_new_tokens)
+            rows[name]["kl"] = 0.0 if name == reference else sampled_kl(model, ref_model, tok, convs[:kl_prompts],
+                                                                        max_new_tokens=max_new_tokens)
     return rows

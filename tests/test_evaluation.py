@@ -41,3 +41,21 @@ def test_sequence_logprobs_and_kl(small_tokenizer):
     assert float(got[0]) == pytest.approx(float(manual), abs=1e-4)
     same = evaluation.sampled_kl(model, copy.deepcopy(model), small_tokenizer, prompts * 2, max_new_tokens=8)
     assert abs(same) < 1e-4
+
+
+def test_compare_policies_pairs_models_on_the_same_prompts(small_tokenizer):
+    from companion import tinyworld
+
+    torch.manual_seed(0)
+    model = build_causal_lm(small_tokenizer, n_layer=1, n_head=2, n_embd=16, intermediate_size=32, context_length=128)
+    specs = tinyworld.held_out_prompts(3)
+    rows = evaluation.compare_policies({"a": (model, small_tokenizer), "b": (copy.deepcopy(model), small_tokenizer)},
+                                       specs, reference="a", temperature=1.0, samples=2, kl_prompts=2,
+                                       max_new_tokens=6)
+    assert list(rows) == ["a", "b"] and len(rows["a"]["per_prompt"]) == 3
+    assert rows["a"]["kl"] == 0.0 and abs(rows["b"]["kl"]) < 1e-4   # identical weights
+    assert rows["b"]["vs_reference"].mean == 0.0                     # same seeds, same answers
+    with pytest.raises(ValueError, match="reference"):
+        evaluation.compare_policies({"a": (model, small_tokenizer)}, specs, reference="sft")
+    with pytest.raises(ValueError, match="samples"):
+        evaluation.compare_policies({"a": (model, small_tokenizer)}, specs, samples=2)
