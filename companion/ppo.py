@@ -655,7 +655,7 @@ class PPOTrainer:
         """Run ``steps`` PPO iterations (default ``config.steps``); returns the history.
 
         ``callback(trainer, metrics)`` runs after every step and may return more metrics to
-        log (the chapter evaluates held-out prompts with it every few steps).
+        log (e.g. a held-out evaluation every few steps).
         """
         from tqdm.auto import tqdm
 
