@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from companion.rl.lm import token_logprobs
 from companion.rl.returns import gae
 from companion.tokenizer import chat_stop_ids
 
@@ -332,8 +333,7 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, context: in
     ``logits`` cover prompt + response; the token at ``context + t`` is predicted at
     ``context + t - 1``.
     """
-    lg = logits[:, context - 1:-1].float() / temperature
-    return torch.gather(F.log_softmax(lg, dim=-1), 2, responses[..., None]).squeeze(-1)
+    return token_logprobs(logits[:, context - 1:-1].float() / temperature, responses)
 
 
 # --------------------------------------------------------------------------- the trainer
