@@ -305,3 +305,82 @@ def ppo_history(profile: Profile | None = None) -> dict:
 
 
 STAGES["ppo"] = ppo_model
+
+
+RECIPES["dpo"] = RECIPES["sft"] + "|dpo-onpolicy-extremes+topic-1"
+
+
+def dpo_sizes(profile: Profile | None = None) -> dict:
+    """How much on-policy preference data DPO gets: ``answers`` sampled per training prompt."""
+    p = profile or active_profile()
+    return dict(prompts=128, answers=4) if p.is_tiny else dict(prompts=1024, answers=4)
+
+
+def dpo_rankings(profile: Profile | None = None) -> list[dict]:
+    """The SFT model's own answers to training prompts, ranked by the gold judge (built with the "dpo" artifact)."""
+    from companion import reward
+
+    p = profile or active_profile()
+    dpo_model(p)
+    return reward.load_rankings(artifacts.artifact_dir("dpo", p.name) / "rankings_dpo.jsonl")
+
+
+def dpo_pairs(rankings: list[dict], topic_pairs: bool = True):
+    """The book's DPO data: best-vs-worst on-policy pairs, plus minimal topic pairs (``dpo.topic_contrast_pairs``)."""
+    from datasets import concatenate_datasets
+
+    from companion import dpo
+
+    parts = [dpo.preference_pairs(rankings, extremes=True)]
+    if topic_pairs:
+        parts.append(dpo.topic_contrast_pairs(rankings))
+    return concatenate_datasets(parts).shuffle(seed=0)
+
+
+def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
+    """One round of online DPO from the SFT model (chapter 9), saved to ``out``.
+
+    The SFT model answers training prompts (:func:`dpo_sizes`), the gold judge ranks the
+    answers (saved as ``rankings_dpo.jsonl``), and DPO trains on :func:`dpo_pairs`.
+    ``dpo_history.json`` keeps TRL's logs per step.
+    """
+    import copy
+    import json
+
+    from companion import dpo, reward, tinyworld
+
+    p = profile or active_profile()
+    seed_everything(0)
+    policy, tok = sft_model(p)
+    s = dpo_sizes(p)
+    specs = tinyworld.make_instructions(s["prompts"], seed=9, held_out=False)
+    answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"], seed=0)
+    rankings = reward.judge_rankings(specs, answers)
+    reward.save_rankings(rankings, out / "rankings_dpo.jsonl")
+    pairs = dpo_pairs(rankings)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = dpo.train_dpo(copy.deepcopy(policy), tok, pairs, dpo.dpo_config(run_dir, p, **overrides))
+    result.model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "dpo_history.json").write_text(json.dumps(result.history))
+    return {"train_seconds": result.train_seconds, "pairs": len(pairs), "peak_memory_mb": result.peak_memory_mb}
+
+
+def dpo_model(profile: Profile | None = None, rebuild: bool = False):
+    """(model, tokenizer) of the DPO-trained policy, cached as artifact "dpo" (see :func:`build_dpo_model`)."""
+    p = profile or active_profile()
+    path = artifacts.get_or_build("dpo", lambda out: build_dpo_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name, recipe=RECIPES["dpo"])
+    return AutoModelForCausalLM.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
+
+
+def dpo_history(profile: Profile | None = None) -> dict:
+    """TRL's per-step logs of the cached DPO run (builds it if needed)."""
+    import json
+
+    p = profile or active_profile()
+    dpo_model(p)
+    return json.loads((artifacts.artifact_dir("dpo", p.name) / "dpo_history.json").read_text())
+
+
+STAGES["dpo"] = dpo_model
