@@ -367,7 +367,9 @@ def implicit_reward_accuracy(policy, reference, tokenizer, pairs: Dataset, beta:
                              batch_size: int = 32) -> dict:
     """How often the policy's implicit reward ranks held-out pairs right (ties count half).
 
-    Returns ``accuracy``, the mean ``margin`` and the per-pair ``margins``.
+    Returns ``accuracy``, the mean ``margin``, the per-pair ``margins``, and how far training
+    moved the log-probabilities of the chosen and of the rejected answers on average
+    (``chosen_shift``/``rejected_shift``, nats: policy minus reference).
     """
     from companion.evaluation import sequence_logprobs
 
@@ -381,4 +383,6 @@ def implicit_reward_accuracy(policy, reference, tokenizer, pairs: Dataset, beta:
     out = dpo_loss(lp["policy"][0], lp["policy"][1], lp["reference"][0], lp["reference"][1], beta)
     margins = out.margins
     accuracy = float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean())
-    return {"accuracy": accuracy, "margin": float(margins.mean()), "margins": margins}
+    return {"accuracy": accuracy, "margin": float(margins.mean()), "margins": margins,
+            "chosen_shift": float((lp["policy"][0] - lp["reference"][0]).mean()),
+            "rejected_shift": float((lp["policy"][1] - lp["reference"][1]).mean())}

@@ -316,6 +316,25 @@ def dpo_sizes(profile: Profile | None = None) -> dict:
     return dict(prompts=128, answers=4) if p.is_tiny else dict(prompts=1024, answers=4)
 
 
+def dpo_policy(profile: Profile | None = None):
+    """(policy, tokenizer, peft_config) DPO starts from.
+
+    Tiny: chapter 4's SFT model, trained in full.  gpu: the chat checkpoint
+    (``profile.chat_model``) with a distinct PAD token and LoRA adapters, so the reference is
+    the same weights with the adapters off and no second copy of the model is needed.
+    """
+    from companion import sft
+    from companion.tokenizer import ensure_distinct_pad
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        policy, tok = sft_model(p)
+        return policy, tok, None
+    policy, tok = load_pretrained(p.chat_model, device=p.device)
+    ensure_distinct_pad(tok, policy)
+    return policy, tok, sft.lora_config(r=16, alpha=32)
+
+
 def dpo_rankings(profile: Profile | None = None) -> list[dict]:
     """The SFT model's own answers to training prompts, ranked by the gold judge (built with the "dpo" artifact)."""
     from companion import reward
@@ -340,9 +359,10 @@ def dpo_pairs(rankings: list[dict], topic_pairs: bool = True):
 def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
     """One round of online DPO from the SFT model (chapter 9), saved to ``out``.
 
-    The SFT model answers training prompts (:func:`dpo_sizes`), the gold judge ranks the
-    answers (saved as ``rankings_dpo.jsonl``), and DPO trains on :func:`dpo_pairs`.
-    ``dpo_history.json`` keeps TRL's logs per step.
+    The starting policy (:func:`dpo_policy`) answers training prompts (:func:`dpo_sizes`),
+    the gold judge ranks the answers (saved as ``rankings_dpo.jsonl``), and DPO trains on
+    :func:`dpo_pairs` (LoRA merged in the gpu profile).  ``dpo_history.json`` keeps TRL's
+    logs per step.
     """
     import copy
     import json
@@ -351,16 +371,18 @@ def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> d
 
     p = profile or active_profile()
     seed_everything(0)
-    policy, tok = sft_model(p)
+    policy, tok, peft_config = dpo_policy(p)
     s = dpo_sizes(p)
     specs = tinyworld.make_instructions(s["prompts"], seed=9, held_out=False)
     answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"], seed=0)
     rankings = reward.judge_rankings(specs, answers)
     reward.save_rankings(rankings, out / "rankings_dpo.jsonl")
     pairs = dpo_pairs(rankings)
+    start = policy if peft_config else copy.deepcopy(policy)
     with tempfile.TemporaryDirectory() as run_dir:
-        result = dpo.train_dpo(copy.deepcopy(policy), tok, pairs, dpo.dpo_config(run_dir, p, **overrides))
-    result.model.save_pretrained(out)
+        result = dpo.train_dpo(start, tok, pairs, dpo.dpo_config(run_dir, p, **overrides), peft_config=peft_config)
+    model = result.model.merge_and_unload() if hasattr(result.model, "merge_and_unload") else result.model
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     (out / "dpo_history.json").write_text(json.dumps(result.history))
     return {"train_seconds": result.train_seconds, "pairs": len(pairs), "peak_memory_mb": result.peak_memory_mb}

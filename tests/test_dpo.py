@@ -175,6 +175,7 @@ def test_short_dpo_run_separates_chosen_from_rejected(small_lm, tmp_path):
     assert margins[-1] > margins[0] + 0.1
     after = dpo.implicit_reward_accuracy(result.model, reference, tok, pairs)
     assert after["accuracy"] == 1.0 and after["margin"] > 0.1
+    assert after["chosen_shift"] - after["rejected_shift"] == pytest.approx(after["margin"] / args.beta, rel=1e-4)
     assert result.train_seconds > 0
     out = result.model.generate(**tok("Lily", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 1  # the returned model generates without TRL's patched forward
