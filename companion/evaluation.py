@@ -101,7 +101,8 @@ def sampled_kl(policy, reference, tokenizer, prompts: Sequence, n: int = 1, max_
 
 def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=None, reward_tokenizer=None,
                      reference: str | None = None, temperature: float = 0.0, samples: int = 1,
-                     kl_prompts: int = 64, max_new_tokens: int = 200, batch_size: int = 100) -> dict:
+                     kl_prompts: int = 64, max_new_tokens: int = 200, batch_size: int = 100,
+                     known: Mapping[str, dict] | None = None) -> dict:
     """Evaluate ``models`` (name -> (model, tokenizer)) on the same held-out specs.
 
     Each model answers every spec ``samples`` times (greedy when ``temperature`` is 0);
@@ -109,7 +110,9 @@ def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=
     Reported per model: success with its standard error, mean gold score, per-check rates,
     the reward model's mean score, answer length in words; with ``reference`` (a key of
     ``models``), the paired difference in success against it and the KL to it on
-    ``kl_prompts`` answers sampled at T = 1.  Returns ``{name: {...}}`` in the order given.
+    ``kl_prompts`` answers sampled at T = 1.  ``known`` holds rows of an earlier call on the
+    same specs and settings (e.g. the reference's): those models are not evaluated again.
+    Returns ``{name: {...}}`` in the order given.
     """
     from companion import tinyworld
     from companion.reward import score
@@ -122,6 +125,12 @@ def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=
     convs = [s.messages() for s in specs]
     rows = {}
     for name, (model, tok) in models.items():
+        if known and name in known:
+            if len(known[name]["per_prompt"]) != len(specs):
+                raise ValueError(f"known[{name!r}] was evaluated on {len(known[name]['per_prompt'])} specs, "
+                                 f"not these {len(specs)}: pass rows computed on the same specs")
+            rows[name] = {k: v for k, v in known[name].items() if k not in ("vs_reference", "kl")}
+            continue
         replies, results = [], []
         for seed in range(samples):
             out = chat_responses(model, tok, convs, max_new_tokens, temperature, batch_size=batch_size, seed=seed)

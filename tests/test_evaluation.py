@@ -59,3 +59,22 @@ def test_compare_policies_pairs_models_on_the_same_prompts(small_tokenizer):
         evaluation.compare_policies({"a": (model, small_tokenizer)}, specs, reference="sft")
     with pytest.raises(ValueError, match="samples"):
         evaluation.compare_policies({"a": (model, small_tokenizer)}, specs, samples=2)
+
+
+def test_compare_policies_reuses_known_rows(small_tokenizer, monkeypatch):
+    from companion import sft, tinyworld
+
+    torch.manual_seed(0)
+    model = build_causal_lm(small_tokenizer, n_layer=1, n_head=2, n_embd=16, intermediate_size=32, context_length=128)
+    specs = tinyworld.held_out_prompts(3)
+    first = evaluation.compare_policies({"a": (model, small_tokenizer)}, specs, max_new_tokens=6)
+    calls = []
+    real = sft.chat_responses
+    monkeypatch.setattr(sft, "chat_responses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = evaluation.compare_policies({"a": (model, small_tokenizer), "b": (copy.deepcopy(model), small_tokenizer)},
+                                        specs, reference="a", kl_prompts=2, max_new_tokens=6, known=first)
+    assert again["a"]["per_prompt"] is first["a"]["per_prompt"]
+    assert again["b"]["vs_reference"].mean == 0.0 and again["a"]["kl"] == 0.0
+    assert len(calls) == 2  # b's greedy answers and b's KL samples; a was not generated again
+    with pytest.raises(ValueError, match="same specs"):
+        evaluation.compare_policies({"a": (model, small_tokenizer)}, specs[:2], known=first)
