@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import random
 
-import numpy as np
-import torch
-
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
     """Seed Python, NumPy and PyTorch (CPU and CUDA); return the seed.
@@ -15,6 +12,9 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> int:
     With ``deterministic=True`` PyTorch is asked for deterministic kernels, so the same
     seed gives the same numbers on CPU run after run.
     """
+    import numpy as np
+    import torch  # imported here, so `import companion` stays light (the CLI, the cache tools)
+
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     os.environ["PYTHONHASHSEED"] = str(seed)

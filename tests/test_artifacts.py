@@ -49,7 +49,7 @@ def test_failed_build_leaves_no_artifact():
     with pytest.raises(RuntimeError):
         artifacts.store("broken", broken)
     assert not artifacts.exists("broken")
-    assert list(artifacts.artifact_dir("broken").parent.glob(".broken-*")) == []
+    assert list(artifacts.artifact_dir("broken").parent.glob(".*broken-*")) == []
 
 
 def test_profiles_are_separate():
