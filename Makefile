@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 
-.PHONY: book test unit notebooks build-check lint bench clean venv
+.PHONY: book test unit notebooks build-check lint bench clean venv test-latest
 
 venv: $(STAMP)
 
@@ -46,6 +46,17 @@ build-check: $(STAMP)
 	mkdir -p _build
 	sed 's/execute_notebooks: .*/execute_notebooks: "off"/' _config.yml > _build/_config_noexec.yml
 	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going --config _build/_config_noexec.yml
+
+## make test-latest: the unit tests against the newest releases of the libraries (a separate venv)
+test-latest:
+	test -x .venv-latest/bin/python || python3 -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -c "import torch" 2>/dev/null || .venv-latest/bin/python -m pip install -q torch==2.13.0
+	.venv-latest/bin/python -m pip install -q --upgrade transformers trl peft datasets accelerate tokenizers \
+		numpy matplotlib tqdm platformdirs ipywidgets anywidget gymnasium sentence-transformers pytest
+	.venv-latest/bin/python -m pip install -q --no-deps -e .
+	.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|datasets|accelerate) "
+	.venv-latest/bin/pytest tests -q
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -7,6 +7,9 @@ dpo, widgets, pipeline).  Import the submodule you need, e.g.
 
 from companion.profiles import Profile, describe, profile
 from companion.seeding import seed_everything
+from companion.versions import check_versions
+
+check_versions()  # warns (naming the supported range) when an installed library is outside it
 
 __version__ = "0.1.0"
 __all__ = ["Profile", "describe", "profile", "seed_everything", "__version__"]

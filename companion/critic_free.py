@@ -34,7 +34,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+from companion.versions import incompatible
+
+try:
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+except ImportError as e:  # an API that moved between releases: say which versions work
+    raise incompatible("trl", e) from e
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile

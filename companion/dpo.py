@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+from companion.versions import incompatible
+
+try:
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+except ImportError as e:  # an API that moved between releases: say which versions work
+    raise incompatible("trl", e) from e
 
 from companion.critic_free import history_of, peak_memory_mb, plain_model
 from companion.profiles import Profile

@@ -38,7 +38,13 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
-from trl import RewardConfig, RewardTrainer
+
+from companion.versions import incompatible
+
+try:
+    from trl import RewardConfig, RewardTrainer
+except ImportError as e:  # an API that moved between releases: say which versions work
+    raise incompatible("trl", e) from e
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile

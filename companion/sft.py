@@ -22,7 +22,13 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from transformers import Trainer
-from trl import SFTConfig, SFTTrainer
+
+from companion.versions import incompatible
+
+try:
+    from trl import SFTConfig, SFTTrainer
+except ImportError as e:  # an API that moved between releases: say which versions work
+    raise incompatible("trl", e) from e
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
