@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +43,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
-from companion.training import runtime_args, trained_model
+from companion.training import history_of, peak_memory_mb, plain_model, runtime_args
 
 RewardFunc = Callable[..., Sequence[float | None]]
 GOLD_COLUMNS = ("name", "topic", "template")
@@ -286,29 +284,6 @@ def build_trainer(trainer_class, model, tokenizer, prompts, reward_funcs, args, 
     with reference_loadable(model, args) if peft_config is None else contextlib.nullcontext():
         return trainer_class(model=model, reward_funcs=funcs, args=args, train_dataset=prompts,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-
-
-def history_of(log_history: list[dict]) -> dict[str, list]:
-    """TRL's ``state.log_history`` as metric -> per-step values (training rows only, None where absent)."""
-    rows = [r for r in log_history if "train_runtime" not in r and "eval_loss" not in r]
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: [r.get(k) for r in rows] for k in keys}
-
-
-def peak_memory_mb(cuda: bool) -> float:
-    """The GPU's peak allocation, or this process's peak resident memory (Linux: KiB; macOS: bytes)."""
-    if cuda:
-        return torch.cuda.max_memory_allocated() / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
-def plain_model(trainer):
-    """The trained model, unwrapped, with TRL's fused-LM-head ``forward`` patch removed."""
-    model = trained_model(trainer)
-    base = model.get_base_model() if _is_peft(model) else model
-    base.__dict__.pop("forward", None)  # TRL's add_fused_lm_head set an instance attribute
-    return model
 
 
 def _train(trainer_class, model, tokenizer, prompts, reward_funcs, args, peft_config, callbacks) -> RLResult:

@@ -37,10 +37,9 @@ try:
 except ImportError as e:  # an API that moved between releases: say which versions work
     raise incompatible("trl", e) from e
 
-from companion.critic_free import history_of, peak_memory_mb, plain_model
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import runtime_args
+from companion.training import history_of, peak_memory_mb, plain_model, runtime_args
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 KTO_COLUMNS = ("prompt", "completion", "label")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+
+import torch
+
 from companion.profiles import Profile
 
 
@@ -36,3 +41,26 @@ def trained_model(trainer):
     the same numbers as after ``save_pretrained`` + ``from_pretrained``.
     """
     return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+
+
+def history_of(log_history: list[dict]) -> dict[str, list]:
+    """TRL's ``state.log_history`` as metric -> per-step values (training rows only, None where absent)."""
+    rows = [r for r in log_history if "train_runtime" not in r and "eval_loss" not in r]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [r.get(k) for r in rows] for k in keys}
+
+
+def peak_memory_mb(cuda: bool) -> float:
+    """The GPU's peak allocation, or this process's peak resident memory (Linux: KiB; macOS: bytes)."""
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def plain_model(trainer):
+    """The trained model, unwrapped, with TRL's fused-LM-head ``forward`` patch removed."""
+    model = trained_model(trainer)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.__dict__.pop("forward", None)  # TRL's add_fused_lm_head set an instance attribute
+    return model
