@@ -37,6 +37,7 @@ try:
 except ImportError as e:  # an API that moved between releases: say which versions work
     raise incompatible("trl", e) from e
 
+from companion import validation
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.training import history_of, peak_memory_mb, plain_model, runtime_args
@@ -72,8 +73,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     Its gradient raises the chosen answer's likelihood and lowers the rejected one's, weighted
     by how wrong the implicit reward currently is: ``sigmoid(r_rejected - r_chosen)``.
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0 (it scales the implicit reward), got {beta}")
+    beta = validation.number("beta (it scales the implicit reward)", beta, above=0.0)
     chosen = implicit_reward(policy_chosen_logps, ref_chosen_logps, beta)
     rejected = implicit_reward(policy_rejected_logps, ref_rejected_logps, beta)
     return DPOLoss(losses=-F.logsigmoid(chosen - rejected), chosen_rewards=chosen, rejected_rewards=rejected)

@@ -18,6 +18,7 @@ The order is the usual one (as in ``transformers``): divide by the temperature, 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -27,7 +28,8 @@ Prompt = str | Sequence[dict]
 
 # --------------------------------------------------------------------------- checks
 def _check_temperature(temperature: float) -> float:
-    if not isinstance(temperature, int | float) or math.isnan(temperature) or temperature < 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) \
+            or temperature < 0:
         raise ValueError(
             f"temperature must be a number >= 0 (0 = greedy, 1 = the model's own distribution), "
             f"got {temperature!r}"

@@ -40,6 +40,12 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_freque
     Byte-level means every string round-trips losslessly: unknown characters fall back
     to their UTF-8 bytes, so there is no ``<unk>``.
     """
+    from companion import validation
+
+    if isinstance(texts, str):
+        raise TypeError(f"texts must be a list of strings (an iterable of documents), got one string of {len(texts)} "
+                        "characters; pass [text], or text.split('\\n\\n') for one document per paragraph")
+    vocab_size = validation.integer("vocab_size", vocab_size, minimum=1)
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(
             f"vocab_size={vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "

@@ -58,7 +58,7 @@ def test_ipo_loss_by_hand():
 
 
 def test_beta_must_be_positive():
-    with pytest.raises(ValueError, match="beta must be > 0"):
+    with pytest.raises(ValueError, match="beta .*must be > 0"):
         dpo.dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), beta=0.0)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from companion import validation
 from companion.sampling import encode_prompt
 
 
@@ -32,7 +33,8 @@ def keyword_reward(words: Sequence[str], per_hit: float = 1.0) -> Callable[[list
     >>> keyword_reward(["happy"])(["Happy dog, happy cat.", "sad"])
     [2.0, 0.0]
     """
-    words = [w.strip().lower() for w in words if w and w.strip()]
+    words = [w.strip().lower() for w in validation.text_list("words", words) if w.strip()]
+    per_hit = validation.number("per_hit", per_hit)
     if not words:
         raise ValueError("keyword_reward needs at least one non-empty target word, e.g. ['happy']")
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
@@ -77,8 +79,7 @@ def sample_group(model, prompt_ids: Sequence[int], n: int, max_new_tokens: int, 
     """``n`` sampled responses to one prompt: ``(tokens (n, T), mask (n, T))``."""
     if n < 1 or max_new_tokens < 1:
         raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    temperature = validation.number("temperature (> 0 for sampling)", temperature, above=0.0)
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids)] * n, device=device)
     stops = torch.tensor(list(stop_ids), device=device)
@@ -152,10 +153,13 @@ class LMReinforceConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 1 or self.group_size < 2:
-            raise ValueError("steps must be >= 1 and group_size >= 2 (the baseline needs a group)")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        self.steps = validation.integer("steps", self.steps, minimum=1)
+        self.group_size = validation.integer("group_size (the baseline needs a group)", self.group_size, minimum=2)
+        self.max_new_tokens = validation.integer("max_new_tokens", self.max_new_tokens, minimum=1)
+        self.learning_rate = validation.number("learning_rate", self.learning_rate, above=0.0)
+        self.temperature = validation.number("temperature", self.temperature, above=0.0)
+        self.kl_coef = validation.number("kl_coef", self.kl_coef, minimum=0.0)
+        self.max_grad_norm = validation.number("max_grad_norm", self.max_grad_norm, above=0.0)
 
 
 def reinforce_lm(model, tokenizer, prompts: Sequence, reward_fn: Callable[[list[str]], list[float]],
@@ -169,8 +173,9 @@ def reinforce_lm(model, tokenizer, prompts: Sequence, reward_fn: Callable[[list[
     ``distinct2``, ``length``, ``entropy`` (mean per-token entropy), ``samples`` (first 3).
     With ``kl_coef`` > 0 the per-response reward is reduced by ``kl_coef * KL``.
     """
-    if not prompts:
-        raise ValueError("prompts is empty: pass at least one prompt (a string or a chat message list)")
+    prompts = validation.prompt_list("prompts", prompts)
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must be a function texts -> scores, got {type(reward_fn).__name__}")
     stops = list(stop_ids) if stop_ids is not None else [tokenizer.eos_token_id]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
@@ -192,7 +197,8 @@ def reinforce_lm(model, tokenizer, prompts: Sequence, reward_fn: Callable[[list[
                                        cfg.temperature, pad_id, gen)
         texts = [tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True)
                  for r, m in zip(responses, mask)]
-        rewards = torch.tensor(reward_fn(texts), dtype=torch.float, device=responses.device)
+        rewards = torch.tensor(validation.scores("reward_fn", reward_fn(texts), len(texts)), dtype=torch.float,
+                               device=responses.device)
         model.train()
         logits = response_logits(model, prompt_ids, responses)
         with torch.no_grad():

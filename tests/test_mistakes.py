@@ -1,0 +1,98 @@
+"""Plausible reader mistakes, one case each: every one gets an error naming the argument and the fix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from companion import dpo, sampling, validation
+from companion.rl import lm
+from companion.tokenizer import train_bpe_tokenizer
+
+LOGITS = torch.tensor([1.0, 2.0, 3.0])
+
+
+def _reinforce(small_tokenizer, prompts, reward_fn):
+    from companion.models import build_causal_lm
+
+    torch.manual_seed(0)
+    model = build_causal_lm(small_tokenizer, n_layer=1, n_head=2, n_embd=16, intermediate_size=32, context_length=64)
+    lm.reinforce_lm(model, small_tokenizer, prompts, reward_fn, lm.LMReinforceConfig(steps=1, group_size=2,
+                                                                                      max_new_tokens=3),
+                    progress=False)
+
+
+CASES = [
+    # (id, callable, exception, message regex)
+    ("keyword words as one string", lambda: lm.keyword_reward("happy"), TypeError, r"words must be a list.*\['happy'\]"),
+    ("keyword words with a number", lambda: lm.keyword_reward(["happy", 3]), TypeError, r"words must hold strings only; item 1"),
+    ("keyword per_hit NaN", lambda: lm.keyword_reward(["happy"], per_hit=math.nan), ValueError, r"per_hit must be a finite"),
+    ("bpe on one string", lambda: train_bpe_tokenizer("Once upon a time"), TypeError, r"texts must be a list of strings.*\[text\]"),
+    ("bpe vocab as float", lambda: train_bpe_tokenizer(["a b"], vocab_size=4096.0), TypeError, r"vocab_size must be an integer.*did you mean 4096"),
+    ("reinforce steps 0", lambda: lm.LMReinforceConfig(steps=0), ValueError, r"steps must be >= 1, got 0"),
+    ("reinforce group of 1", lambda: lm.LMReinforceConfig(group_size=1), ValueError, r"group_size .*must be >= 2"),
+    ("reinforce numpy steps", lambda: lm.LMReinforceConfig(steps=np.int64(3)).steps == 3 or 1 / 0, None, None),
+    ("reinforce lr NaN", lambda: lm.LMReinforceConfig(learning_rate=math.nan), ValueError, r"learning_rate must be a finite"),
+    ("reinforce temperature 0", lambda: lm.LMReinforceConfig(temperature=0), ValueError, r"temperature must be > 0"),
+    ("reinforce kl_coef NaN", lambda: lm.LMReinforceConfig(kl_coef=float("nan")), ValueError, r"kl_coef must be a finite"),
+    ("reinforce kl_coef negative", lambda: lm.LMReinforceConfig(kl_coef=-0.1), ValueError, r"kl_coef must be >= 0"),
+    ("reinforce steps as string", lambda: lm.LMReinforceConfig(steps="10"), TypeError, r"steps must be an integer, got '10'"),
+    ("temperature NaN", lambda: sampling.next_token_probs(LOGITS, temperature=math.nan), ValueError, r"temperature must be a number >= 0"),
+    ("temperature inf", lambda: sampling.next_token_probs(LOGITS, temperature=math.inf), ValueError, r"temperature must be a number >= 0"),
+    ("temperature as string", lambda: sampling.next_token_probs(LOGITS, temperature="0.7"), ValueError, r"temperature must be a number"),
+    ("temperature numpy float", lambda: sampling.next_token_probs(LOGITS, temperature=np.float32(0.7)).sum() > 0 or 1 / 0, None, None),
+    ("dpo beta NaN", lambda: dpo.dpo_loss(*[torch.zeros(1)] * 4, beta=math.nan), ValueError, r"beta .*must be a finite"),
+    ("dpo beta 0", lambda: dpo.dpo_loss(*[torch.zeros(1)] * 4, beta=0), ValueError, r"beta .*must be > 0"),
+    ("dpo pairs as a list", lambda: dpo.check_preference_pairs([{"prompt": "p"}]), TypeError, r"datasets.Dataset"),
+    ("dpo pairs missing rejected", lambda: dpo.check_preference_pairs(Dataset.from_list([{"prompt": "p", "chosen": "a"}])),
+     ValueError, r"missing \['rejected'\]"),
+    ("kto all good", lambda: dpo.kto_dataset([{"prompt": [], "answers": ["a"], "success": [True]}]), ValueError,
+     r"both desirable and undesirable"),
+    ("kto weights ratio", lambda: dpo.kto_weights([True, False], ratio=0.5), ValueError, r"ratio must be in \[1, 4/3\]"),
+    ("on-policy k=1", lambda: dpo.on_policy_pairs(None, None, [], k=1), ValueError, r"k must be >= 2"),
+    ("scores: a scalar", lambda: validation.scores("reward_fn", 1.0, 3), TypeError, r"returned a single number.*a list of 3"),
+    ("scores: a 0-d tensor", lambda: validation.scores("reward_fn", torch.tensor(2.0), 3), TypeError, r"single number"),
+    ("scores: one short", lambda: validation.scores("reward_fn", [1.0, 2.0], 3), ValueError, r"returned 2 scores for 3 texts"),
+    ("scores: NaN", lambda: validation.scores("reward_fn", [1.0, math.nan], 2), ValueError, r"non-finite score \(nan\) for text 1"),
+    ("scores: strings", lambda: validation.scores("reward_fn", ["good", "bad"], 2), TypeError, r"must return numbers"),
+    ("scores: a string", lambda: validation.scores("reward_fn", "12", 2), TypeError, r"must return a list of 2 numbers"),
+    ("prompts: one string", lambda: validation.prompt_list("prompts", "Once upon"), TypeError, r"wrap it in a list"),
+    ("prompts: one conversation", lambda: validation.prompt_list("prompts", [{"role": "user", "content": "hi"}]),
+     TypeError, r"got one conversation"),
+    ("prompts: empty", lambda: validation.prompt_list("prompts", []), ValueError, r"prompts is empty"),
+    ("prompts: message without role", lambda: validation.prompt_list("prompts", [[{"content": "hi"}]]), ValueError,
+     r"prompts\[0\]\[0\] must be a dict with 'role' and 'content'"),
+    ("prompts: content not a string", lambda: validation.prompt_list("prompts", [[{"role": "user", "content": 3}]]),
+     TypeError, r"\['content'\] must be a string"),
+    ("integer: bool", lambda: validation.integer("n", True), TypeError, r"n must be an integer, got True"),
+    ("number: bool", lambda: validation.number("x", False), TypeError, r"x must be a number"),
+    ("probability above 1", lambda: validation.probability("p", 1.5), ValueError, r"p must be <= 1.0, got 1.5"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_mistake_gets_a_clear_error(call, exc, message):
+    if exc is None:  # a value that used to be refused and is valid
+        assert call()
+        return
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_reinforce_with_a_scalar_reward_says_so(small_tokenizer):
+    with pytest.raises(TypeError, match=r"reward_fn returned a single number .*a list of 2"):
+        _reinforce(small_tokenizer, ["Once upon"], lambda texts: 1.0)
+
+
+def test_reinforce_with_one_score_short_says_so(small_tokenizer):
+    with pytest.raises(ValueError, match=r"reward_fn returned 1 scores for 2 texts"):
+        _reinforce(small_tokenizer, ["Once upon"], lambda texts: [1.0])
+
+
+def test_reinforce_with_a_string_for_prompts_says_so(small_tokenizer):
+    with pytest.raises(TypeError, match=r"prompts must be a list of prompts, got the single string 'Once upon'"):
+        _reinforce(small_tokenizer, "Once upon", lambda texts: [1.0] * len(texts))
