@@ -84,12 +84,18 @@ def _owner_alive(folder: Path) -> bool:
     return True
 
 
+def _temporary(parent: Path, prefix: str, name: str) -> list[Path]:
+    """The ``<prefix><name>-<pid>-<random>`` folders of artifact ``name`` (not of "name-2" and the like)."""
+    return sorted(p for p in parent.glob(f"{prefix}{name}-*")
+                  if p.is_dir() and p.name[len(prefix):].rsplit("-", 2)[0] == name)
+
+
 def _recover(name: str, parent: Path) -> None:
     """Finish what a killed writer left: restore a swapped-out copy, delete dead builds."""
     if not parent.exists():
         return
     target = parent / name
-    for old in sorted(parent.glob(f"{OLD_PREFIX}{name}-*")):
+    for old in _temporary(parent, OLD_PREFIX, name):
         if _owner_alive(old):
             continue  # a rebuild in progress in another process
         if not (target / META_FILE).exists() and damage(old) is None:
@@ -98,7 +104,7 @@ def _recover(name: str, parent: Path) -> None:
             old.rename(target)  # the rebuild died between its two renames: the old copy comes back
         else:
             shutil.rmtree(old, ignore_errors=True)
-    for build in parent.glob(f"{BUILD_PREFIX}{name}-*"):
+    for build in _temporary(parent, BUILD_PREFIX, name):
         if not _owner_alive(build):
             shutil.rmtree(build, ignore_errors=True)
 

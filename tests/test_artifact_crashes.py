@@ -118,3 +118,15 @@ def test_a_missing_file_is_damage_and_old_caches_without_a_manifest_still_load()
     del meta["files"]  # as written by earlier versions of the book
     (folder() / artifacts.META_FILE).write_text(json.dumps(meta))
     assert artifacts.exists("demo", "tiny")
+
+
+def test_recovery_touches_only_its_own_artifact(tmp_path):
+    assert write("A") == 0
+    parent = folder().parent
+    # a dead rebuild of another artifact whose name starts the same ("demo-2") must not become "demo"
+    other = parent / ".old-demo-2-999999999-abc"
+    other.mkdir()
+    (other / artifacts.META_FILE).write_text("{}")
+    artifacts.remove("demo", "tiny")
+    assert not artifacts.exists("demo", "tiny")
+    assert other.exists() and not folder().exists()
