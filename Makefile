@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export COMPANION_DATA_DIR ?= $(abspath ../shared/data)
+# the sample data beside the repository, when it is there (else datasets stream from the Hub)
+export COMPANION_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export COMPANION_CACHE ?= $(abspath .cache/companion)
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1

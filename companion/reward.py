@@ -141,6 +141,9 @@ def ranking_to_pairs(ranking: str | Sequence[Sequence[str]], answers: Sequence[s
 
 def num_pairs(k: int) -> int:
     """Comparisons among ``k`` answers: k choose 2."""
+    from companion.validation import integer
+
+    k = integer("k (answers)", k, minimum=0)
     return k * (k - 1) // 2
 
 

@@ -9,7 +9,18 @@ import pytest
 import torch
 from datasets import Dataset
 
-from companion import dpo, sampling, validation
+from companion import (
+    artifacts,
+    critic_free,
+    dpo,
+    evaluation,
+    ppo,
+    profiles,
+    reward,
+    sampling,
+    tinyworld,
+    validation,
+)
 from companion.rl import lm
 from companion.tokenizer import train_bpe_tokenizer
 
@@ -71,6 +82,39 @@ CASES = [
     ("integer: bool", lambda: validation.integer("n", True), TypeError, r"n must be an integer, got True"),
     ("number: bool", lambda: validation.number("x", False), TypeError, r"x must be a number"),
     ("probability above 1", lambda: validation.probability("p", 1.5), ValueError, r"p must be <= 1.0, got 1.5"),
+    ("paired results of different lengths", lambda: evaluation.paired_difference([1, 0], [1]), ValueError,
+     r"same length \(one result per prompt\)"),
+    ("compare_policies unknown reference", lambda: evaluation.compare_policies({}, [], reference="sft"), ValueError,
+     r"reference='sft' is not one of the models"),
+    ("unknown topic", lambda: tinyworld.TaskSpec("Lily", "spaceship"), ValueError, r"unknown topic 'spaceship'"),
+    ("lower-case name", lambda: tinyworld.TaskSpec("lily", "ball"), ValueError, r"capitalized word such as 'Lily'"),
+    ("template out of range", lambda: tinyworld.TaskSpec("Lily", "ball", template=99), ValueError, r"template must be in"),
+    ("judge: responses missing", lambda: tinyworld.judge_many([tinyworld.TaskSpec("Lily", "ball")], []), ValueError,
+     r"1 specs but 0 responses"),
+    ("too many instructions", lambda: tinyworld.make_instructions(0), ValueError, r"n must be between 1 and"),
+    ("rankings: samples missing", lambda: reward.judge_rankings([tinyworld.TaskSpec("Lily", "ball")], []), ValueError,
+     r"1 specs but 0 lists of samples"),
+    ("k answers 0", lambda: reward.sample_answers(None, None, [[{"role": "user", "content": "x"}]], 0), ValueError,
+     r"k \(answers per prompt\) must be >= 1"),
+    ("ranking with a hole", lambda: reward.parse_ranking("A > > B"), ValueError, r"empty answer id"),
+    ("ranking repeats an answer", lambda: reward.check_ranking([["A"], ["A"]]), ValueError, r"more than once"),
+    ("BT shapes differ", lambda: reward.bradley_terry_loss(torch.zeros(2), torch.zeros(3)), ValueError, r"same shape"),
+    ("ranks one short", lambda: reward.ranks_to_tiers(["a", "b"], [1]), ValueError, r"one rank per answer"),
+    ("num_pairs negative", lambda: reward.num_pairs(-1), ValueError, r"k \(answers\) must be >= 0"),
+    ("top_k 0", lambda: sampling.next_token_probs(LOGITS, top_k=0), ValueError, r"top_k must be a positive int"),
+    ("top_p above 1", lambda: sampling.next_token_probs(LOGITS, top_p=1.5), ValueError, r"top_p must be in \(0, 1\]"),
+    ("top_p NaN", lambda: sampling.next_token_probs(LOGITS, top_p=math.nan), ValueError, r"top_p must be in"),
+    ("artifact name with a path", lambda: artifacts.artifact_dir("../etc"), ValueError, r"artifact name '../etc'"),
+    ("unknown profile", lambda: profiles.profile("huge"), ValueError, r"Unknown profile 'huge'"),
+    ("GRPO batch not whole groups", lambda: critic_free.check_generation_batch(
+        {"num_generations": 3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}),
+     ValueError, r"not divisible by num_generations=3"),
+    ("GRPO group of 1", lambda: critic_free.check_generation_batch(
+        {"num_generations": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}),
+     ValueError, r"num_generations must be an integer >= 2"),
+    ("PPO minibatches", lambda: ppo.PPOConfig(batch_size=10, num_mini_batches=3), ValueError, r"not divisible"),
+    ("PPO kl estimator", lambda: ppo.PPOConfig(kl_estimator="k2"), ValueError, r"kl_estimator must be one of"),
+    ("PPO temperature 0", lambda: ppo.PPOConfig(temperature=0), ValueError, r"temperature must be > 0"),
 ]
 
 
@@ -96,3 +140,26 @@ def test_reinforce_with_one_score_short_says_so(small_tokenizer):
 def test_reinforce_with_a_string_for_prompts_says_so(small_tokenizer):
     with pytest.raises(TypeError, match=r"prompts must be a list of prompts, got the single string 'Once upon'"):
         _reinforce(small_tokenizer, "Once upon", lambda texts: [1.0] * len(texts))
+
+
+def test_unknown_dataset_names_the_choices():
+    from companion.data import load_dataset
+
+    with pytest.raises(ValueError, match=r"Unknown dataset 'nosuchdata'. Available: \['alpaca'"):
+        load_dataset("nosuchdata")
+
+
+def test_a_split_only_on_the_hub_names_the_local_splits_when_offline(monkeypatch, sample_data):
+    from companion.data import load_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"no split 'nosplit' .*local splits: \['train', 'validation'\].*offline"):
+        load_dataset("tinystories", split="nosplit")
+
+
+def test_a_mistyped_data_folder_is_an_error_not_a_silent_default(monkeypatch, tmp_path):
+    from companion.data import data_dir
+
+    monkeypatch.setenv("COMPANION_DATA_DIR", str(tmp_path / "shraed" / "data"))
+    with pytest.raises(FileNotFoundError, match=r"COMPANION_DATA_DIR=.*shraed.* is not a folder"):
+        data_dir()

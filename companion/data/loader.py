@@ -133,6 +133,9 @@ SOURCES: dict[str, Source] = {
 def data_dir() -> Path | None:
     """The local sample-data folder, or None when there is none."""
     env = os.environ.get(DATA_DIR_ENV)
+    if env and not Path(env).expanduser().is_dir():
+        raise FileNotFoundError(f"{DATA_DIR_ENV}={env!r} is not a folder: point it at the sample data "
+                                f"(the shared/data folder beside the repository) or unset it")
     candidates = [Path(env).expanduser()] if env else []
     candidates += [_REPO_ROOT.parent / "shared" / "data", _REPO_ROOT / "shared" / "data"]
     for c in candidates:
@@ -184,6 +187,14 @@ def load_dataset(name: str, split: str = "train", limit: int | None | str = "pro
             + ("" if src.hub_id else " and it has no Hub source")
             + f". Set {DATA_DIR_ENV} to the folder with the sample data"
             + (f" or allow Hub access for {src.hub_id!r}." if src.hub_id else ".")
+        )
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        local = sorted(s for s in src.local if root is not None and (root / src.local[s]).exists())
+        raise FileNotFoundError(
+            f"Dataset {name!r} has no split {split!r} in the local sample data"
+            + (f" (local splits: {local})" if local else "")
+            + f", and the Hub is offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE): use a local split, or go online "
+            f"to stream {src.hub_id!r}."
         )
     return _load_from_hub(src, split, limit)
 
