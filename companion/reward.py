@@ -255,15 +255,25 @@ def rankings_to_preferences(rankings: Sequence[Mapping]) -> Dataset:
     """Ranked answers -> a TRL preference dataset (``prompt``/``chosen``/``rejected``).
 
     Each ranking is ``{"prompt", "answers": [...], "tiers": [[index, ...], ...]}`` where
-    tiers hold answer indices (ints or strings), best first; ``prompt`` is a string or a
+    tiers hold answer indices (ints or strings), best first, or has ``"ranks"`` (one per
+    answer, 0 = best, equal = tied) instead of tiers, as the OpenAssistant rankings do; ``prompt`` is a string or a
     list of messages (then the dataset is conversational).  Tied answers give no pair
     (``RewardTrainer`` learns strict preferences only).  ``group`` keeps the ranking's
     index, so all pairs of one prompt can be found (and kept in one split) later.
     """
     rows = []
     for g, r in enumerate(rankings):
+        if "answers" not in r:
+            raise ValueError(f"ranking {g} has no 'answers' (keys: {sorted(r)}); each ranking needs the answers "
+                             "and their order ('tiers', or 'ranks' with 0 = best)")
         answers = {str(i): a for i, a in enumerate(r["answers"])}
-        tiers = [[str(i) for i in t] for t in r["tiers"]]
+        if "tiers" in r:
+            tiers = [[str(i) for i in t] for t in r["tiers"]]
+        elif "ranks" in r:  # e.g. the OpenAssistant rankings of companion.data: a rank per answer, 0 = best
+            tiers = ranks_to_tiers(list(answers), r["ranks"])
+        else:
+            raise ValueError(f"ranking {g} has neither 'tiers' nor 'ranks' (keys: {sorted(r)}): give the order of "
+                             "its answers, e.g. 'ranks' (0 = best) or 'tiers' from reward.ranks_to_tiers/scores_to_tiers")
         if len(tiers) < 2:
             continue  # all tied: no strict preference to learn
         prompt = r["prompt"]

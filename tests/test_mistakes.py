@@ -163,3 +163,16 @@ def test_a_mistyped_data_folder_is_an_error_not_a_silent_default(monkeypatch, tm
     monkeypatch.setenv("COMPANION_DATA_DIR", str(tmp_path / "shraed" / "data"))
     with pytest.raises(FileNotFoundError, match=r"COMPANION_DATA_DIR=.*shraed.* is not a folder"):
         data_dir()
+
+
+def test_oasst_rankings_fit_rankings_to_preferences(sample_data):
+    from companion.data import load_dataset
+
+    rows = list(load_dataset("oasst_rankings", split="train", limit=5))
+    pairs = reward.rankings_to_preferences(rows)
+    assert len(pairs) >= len(rows)  # at least one strict pair per prompt (2+ ranked replies)
+    first = rows[0]
+    best = first["answers"][int(np.argmin(first["ranks"]))]
+    assert pairs[0]["chosen"] == best
+    with pytest.raises(ValueError, match=r"neither 'tiers' nor 'ranks'.*reward.ranks_to_tiers"):
+        reward.rankings_to_preferences([{"prompt": "p", "answers": ["a", "b"]}])
