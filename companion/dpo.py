@@ -40,7 +40,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion import validation
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import history_of, peak_memory_mb, plain_model, runtime_args
+from companion.training import history_of, peak_memory_mb, plain_model, runtime_args, train_with_oom_retry
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 KTO_COLUMNS = ("prompt", "completion", "label")
@@ -326,12 +326,13 @@ def _reference(model, ref_model, peft_config):
     return copy.deepcopy(model).eval()
 
 
-def _run(trainer) -> PreferenceResult:
-    cuda = torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda
+def _run(make_trainer, args, retry: bool = True) -> PreferenceResult:
+    """Train (retrying with smaller micro-batches on a GPU out-of-memory) and collect the result."""
+    cuda = torch.cuda.is_available() and args.use_cpu is False
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    trainer.train()
+    trainer, _ = train_with_oom_retry(make_trainer, args, retry=retry)
     seconds = time.perf_counter() - start
     return PreferenceResult(model=plain_model(trainer), history=history_of(trainer.state.log_history),
                             train_seconds=seconds, peak_memory_mb=peak_memory_mb(cuda))
@@ -345,10 +346,13 @@ def train_dpo(model, tokenizer, train_dataset: Dataset, args: DPOConfig | None =
     ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ...
     """
     pairs = check_preference_pairs(train_dataset)
-    trainer = DPOTrainer(model=model, ref_model=_reference(model, ref_model, peft_config), args=args or dpo_config(),
-                         train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=callbacks)
-    return _run(trainer)
+    reference = _reference(model, ref_model, peft_config)
+
+    def make(a):
+        return DPOTrainer(model=model, ref_model=reference, args=a, train_dataset=pairs, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=callbacks)
+
+    return _run(make, args or dpo_config(), retry=peft_config is None)
 
 
 def train_kto(model, tokenizer, train_dataset: Dataset, args: KTOConfig | None = None, ref_model=None,
@@ -360,10 +364,13 @@ def train_kto(model, tokenizer, train_dataset: Dataset, args: KTOConfig | None =
                          "companion.dpo.kto_dataset(rankings).")
     if len(train_dataset) == 0:
         raise ValueError("the KTO dataset is empty: it needs labelled answers")
-    trainer = KTOTrainer(model=model, ref_model=_reference(model, ref_model, peft_config), args=args or kto_config(),
-                         train_dataset=train_dataset.select_columns(list(KTO_COLUMNS)), processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
-    return _run(trainer)
+    reference, data = _reference(model, ref_model, peft_config), train_dataset.select_columns(list(KTO_COLUMNS))
+
+    def make(a):
+        return KTOTrainer(model=model, ref_model=reference, args=a, train_dataset=data, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=callbacks)
+
+    return _run(make, args or kto_config(), retry=peft_config is None)
 
 
 # --------------------------------------------------------------------------- evaluation

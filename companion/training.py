@@ -64,3 +64,46 @@ def plain_model(trainer):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.__dict__.pop("forward", None)  # TRL's add_fused_lm_head set an instance attribute
     return model
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(error, oom) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def train_with_oom_retry(make_trainer, args, min_batch: int = 1, retry: bool = True):
+    """Build a trainer with ``make_trainer(args)`` and train it; on a GPU out-of-memory before the
+    first optimizer step, halve the micro-batch, double the gradient accumulation (the same
+    effective batch) and try again, saying so.  Returns ``(trainer, args)`` of the run that finished.
+
+    An out-of-memory after training has started (the weights have moved; a restart would not be
+    the same run), or with ``retry=False`` (e.g. LoRA, whose adapters the first trainer already
+    injected), is raised with the settings to use next time.
+    """
+    import dataclasses
+    import gc
+
+    while True:
+        trainer = make_trainer(args)
+        try:
+            trainer.train()
+            return trainer, args
+        except BaseException as e:
+            if not _is_oom(e):
+                raise
+            batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+            started = trainer.state.global_step > 0
+            del trainer
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if started or not retry or batch // 2 < min_batch:
+                raise RuntimeError(
+                    f"out of GPU memory with per_device_train_batch_size={batch}, gradient_accumulation_steps={accum}"
+                    + (" after training had started" if started else "")
+                    + f": use per_device_train_batch_size={max(batch // 2, 1)} and gradient_accumulation_steps="
+                    f"{accum * 2}, a shorter max_length, or LoRA (companion.sft.lora_config)"
+                ) from e
+            args = dataclasses.replace(args, per_device_train_batch_size=batch // 2, gradient_accumulation_steps=accum * 2)
+            print(f"out of GPU memory at per_device_train_batch_size={batch}: retrying with {batch // 2} x "
+                  f"{accum * 2} accumulation steps (the same effective batch)", file=sys.stderr)
