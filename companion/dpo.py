@@ -349,6 +349,7 @@ def train_dpo(model, tokenizer, train_dataset: Dataset, args: DPOConfig | None =
     reference = _reference(model, ref_model, peft_config)
 
     def make(a):
+        model.__dict__.pop("forward", None)  # a retry: drop the fused-LM-head patch the last trainer added
         return DPOTrainer(model=model, ref_model=reference, args=a, train_dataset=pairs, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
 
@@ -367,6 +368,7 @@ def train_kto(model, tokenizer, train_dataset: Dataset, args: KTOConfig | None =
     reference, data = _reference(model, ref_model, peft_config), train_dataset.select_columns(list(KTO_COLUMNS))
 
     def make(a):
+        model.__dict__.pop("forward", None)  # a retry: drop the fused-LM-head patch the last trainer added
         return KTOTrainer(model=model, ref_model=reference, args=a, train_dataset=data, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
 
