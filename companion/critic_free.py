@@ -29,7 +29,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
@@ -43,7 +42,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
-from companion.training import history_of, peak_memory_mb, plain_model, runtime_args
+from companion.training import TrainResult, history_of, is_peft, peak_memory_mb, plain_model, runtime_args
 
 RewardFunc = Callable[..., Sequence[float | None]]
 GOLD_COLUMNS = ("name", "topic", "template")
@@ -189,24 +188,7 @@ def tinyworld_gold_func(name: str = "gold") -> RewardFunc:
 
 
 # --------------------------------------------------------------------------- trainers
-@dataclass
-class RLResult:
-    """What :func:`train_grpo` / :func:`train_rloo` return.
-
-    ``history`` maps each metric TRL logged (``reward``, ``reward_std``, ``kl`` when
-    beta > 0, ``completions/mean_length``, ``entropy``, ``loss``, ``grad_norm``, ``step``, ...)
-    to its per-step values (None where a step did not log it).  ``peak_memory_mb`` is the
-    GPU's peak allocation, or on CPU the process's peak resident memory so far.
-    """
-
-    model: torch.nn.Module
-    history: dict[str, list] = field(default_factory=dict)
-    train_seconds: float = 0.0
-    peak_memory_mb: float | None = None
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+RLResult = TrainResult  # what train_grpo / train_rloo return
 
 
 def check_inputs(model, tokenizer, prompts, reward_funcs, max_completion_length: int) -> list[RewardFunc]:
@@ -252,7 +234,7 @@ def reference_loadable(model, args) -> Iterator[None]:
     checkpoint for a model trained since it was loaded.  So we save the model to a temporary
     folder and point the name there while the trainer is built, then restore it.
     """
-    if args.beta == 0.0 or _is_peft(model):
+    if args.beta == 0.0 or is_peft(model):
         yield
         return
     from transformers.utils import logging as hf_logging

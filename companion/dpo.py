@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,15 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion import validation
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import history_of, peak_memory_mb, plain_model, runtime_args, train_with_oom_retry
+from companion.training import (
+    TrainResult,
+    history_of,
+    is_peft,
+    peak_memory_mb,
+    plain_model,
+    runtime_args,
+    train_with_oom_retry,
+)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 KTO_COLUMNS = ("prompt", "completion", "label")
@@ -239,6 +247,25 @@ def kto_weights(labels: Sequence[bool], ratio: float = 1.0) -> dict:
 
 
 # --------------------------------------------------------------------------- configs
+def _shared_defaults(output_dir: str, p: Profile, pairs_or_answers: int) -> dict:
+    """The settings DPO and KTO share; the batch is ``pairs_or_answers`` (4 x 4 / 8 x 4 accumulated on a GPU)."""
+    gpu = p.device == "cuda"
+    return dict(
+        output_dir=output_dir,
+        beta=0.1,
+        learning_rate=2e-4 if p.is_tiny else 5e-6,
+        num_train_epochs=1,
+        per_device_train_batch_size=pairs_or_answers // 4 if gpu else pairs_or_answers,
+        gradient_accumulation_steps=4 if gpu else 1,
+        max_length=p.context_length,
+        lr_scheduler_type="cosine",
+        warmup_steps=2 if p.is_tiny else 10,
+        logging_steps=2 if p.is_tiny else 10,
+        disable_dropout=True,
+        **runtime_args(p),
+    )
+
+
 def dpo_config(output_dir: str = "runs/dpo", profile: Profile | None = None, **overrides) -> DPOConfig:
     """TRL's ``DPOConfig`` with the book's defaults for the active profile (keywords override them).
 
@@ -252,22 +279,7 @@ def dpo_config(output_dir: str = "runs/dpo", profile: Profile | None = None, **o
     * dropout off (TRL's default), and :func:`companion.training.runtime_args`.
     """
     p = profile or active_profile()
-    gpu = p.device == "cuda"
-    defaults = dict(
-        output_dir=output_dir,
-        beta=0.1,
-        loss_type=["sigmoid"],
-        learning_rate=2e-4 if p.is_tiny else 5e-6,
-        num_train_epochs=1,
-        per_device_train_batch_size=4 if gpu else 16,
-        gradient_accumulation_steps=4 if gpu else 1,
-        max_length=p.context_length,
-        lr_scheduler_type="cosine",
-        warmup_steps=2 if p.is_tiny else 10,
-        logging_steps=2 if p.is_tiny else 10,
-        disable_dropout=True,
-        **runtime_args(p),
-    )
+    defaults = {**_shared_defaults(output_dir, p, pairs_or_answers=16), "loss_type": ["sigmoid"]}
     return DPOConfig(**{**defaults, **overrides})
 
 
@@ -279,37 +291,12 @@ def kto_config(output_dir: str = "runs/kto", profile: Profile | None = None, **o
     numbers of good and bad answers: pass :func:`kto_weights` of the data.
     """
     p = profile or active_profile()
-    gpu = p.device == "cuda"
-    defaults = dict(
-        output_dir=output_dir,
-        beta=0.1,
-        learning_rate=2e-4 if p.is_tiny else 5e-6,
-        num_train_epochs=1,
-        per_device_train_batch_size=8 if gpu else 32,
-        gradient_accumulation_steps=4 if gpu else 1,
-        max_length=p.context_length,
-        lr_scheduler_type="cosine",
-        warmup_steps=2 if p.is_tiny else 10,
-        logging_steps=2 if p.is_tiny else 10,
-        disable_dropout=True,
-        **runtime_args(p),
-    )
+    defaults = _shared_defaults(output_dir, p, pairs_or_answers=32)
     return KTOConfig(**{**defaults, **overrides})
 
 
 # --------------------------------------------------------------------------- trainers
-@dataclass
-class PreferenceResult:
-    """What :func:`train_dpo` / :func:`train_kto` return: the trained model, TRL's logs per step, cost."""
-
-    model: torch.nn.Module
-    history: dict[str, list] = field(default_factory=dict)
-    train_seconds: float = 0.0
-    peak_memory_mb: float | None = None
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+PreferenceResult = TrainResult  # what train_dpo / train_kto return
 
 
 def _reference(model, ref_model, peft_config):
@@ -321,7 +308,7 @@ def _reference(model, ref_model, peft_config):
     if isinstance(model, str):
         raise TypeError(f"model must be a loaded model, got the string {model!r}; load it first, e.g. "
                         "companion.models.load_pretrained(path)")
-    if ref_model is not None or peft_config is not None or _is_peft(model):
+    if ref_model is not None or peft_config is not None or is_peft(model):
         return ref_model
     return copy.deepcopy(model).eval()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +31,26 @@ def runtime_args(p: Profile) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+
+
+@dataclass
+class TrainResult:
+    """What the book's TRL-based trainers return (GRPO/RLOO, DPO/KTO).
+
+    ``history`` maps each metric TRL logged (``loss``, ``reward``, ``rewards/margins``, ...) to
+    its per-step values (None where a step did not log it).  ``peak_memory_mb`` is the GPU's
+    peak allocation, or on CPU the process's peak resident memory so far.
+    """
+
+    model: torch.nn.Module
+    history: dict[str, list] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    peak_memory_mb: float | None = None
+
+
+def is_peft(model) -> bool:
+    """True for a PEFT (LoRA) model."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
 def trained_model(trainer):
@@ -61,7 +82,7 @@ def peak_memory_mb(cuda: bool) -> float:
 def plain_model(trainer):
     """The trained model, unwrapped, with TRL's fused-LM-head ``forward`` patch removed."""
     model = trained_model(trainer)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = model.get_base_model() if is_peft(model) else model
     base.__dict__.pop("forward", None)  # TRL's add_fused_lm_head set an instance attribute
     return model
 
