@@ -8,7 +8,10 @@ export COMPANION_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared
 export COMPANION_CACHE ?= $(abspath .cache/companion)
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
-NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
+# In chapter order, except that chapter 9 (DPO) runs before chapter 8 (RLAIF): chapter 8 compares
+# with chapter 9's cached DPO model, so this way each artifact is built by the chapter that explains it.
+NOTEBOOKS := $(patsubst book/09_dpo.ipynb,book/09_dpo.ipynb book/08_rlaif.ipynb,\
+	$(filter-out book/08_rlaif.ipynb,$(sort $(wildcard book/*.ipynb))))
 
 .PHONY: book test unit notebooks build-check lint bench clean venv test-latest
 

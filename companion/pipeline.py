@@ -364,10 +364,7 @@ def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> d
     :func:`dpo_pairs` (LoRA merged in the gpu profile).  ``dpo_history.json`` keeps TRL's
     logs per step.
     """
-    import copy
-    import json
-
-    from companion import dpo, reward, tinyworld
+    from companion import reward, tinyworld
 
     p = profile or active_profile()
     seed_everything(0)
@@ -378,13 +375,24 @@ def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> d
     rankings = reward.judge_rankings(specs, answers)
     reward.save_rankings(rankings, out / "rankings_dpo.jsonl")
     pairs = dpo_pairs(rankings)
+    return _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "dpo_history.json", **overrides)
+
+
+def _train_and_save_dpo(out: Path, p: Profile, policy, tok, peft_config, pairs, history_file: str,
+                        **overrides) -> dict:
+    """Train DPO from ``policy`` on ``pairs`` with the book's config; save the (merged) model and TRL's logs."""
+    import copy
+    import json
+
+    from companion import dpo
+
     start = policy if peft_config else copy.deepcopy(policy)
     with tempfile.TemporaryDirectory() as run_dir:
         result = dpo.train_dpo(start, tok, pairs, dpo.dpo_config(run_dir, p, **overrides), peft_config=peft_config)
     model = result.model.merge_and_unload() if hasattr(result.model, "merge_and_unload") else result.model
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    (out / "dpo_history.json").write_text(json.dumps(result.history))
+    (out / history_file).write_text(json.dumps(result.history))
     return {"train_seconds": result.train_seconds, "pairs": len(pairs), "peak_memory_mb": result.peak_memory_mb}
 
 
@@ -406,3 +414,152 @@ def dpo_history(profile: Profile | None = None) -> dict:
 
 
 STAGES["dpo"] = dpo_model
+
+
+RECIPES["rlaif"] = RECIPES["dpo"] + "|rlaif-minilm-sst2-judge-1"
+JUDGE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # the gpu profile's AI judge (COMPANION_JUDGE_MODEL overrides it)
+
+
+def rlaif_judge(profile: Profile | None = None):
+    """The book's AI judge.
+
+    Tiny: :class:`companion.rlaif.EncoderJudge`, the pretrained MiniLM sentence encoder with
+    a sentiment probe fitted on human SST-2 labels; it never sees the gold judge or its
+    labels.  gpu: an instruct model asked "A or B?" (:class:`companion.rlaif.LMJudge`),
+    ``$COMPANION_JUDGE_MODEL`` or :data:`JUDGE_MODEL`.
+    """
+    import os
+
+    from companion import rlaif
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        return rlaif.encoder_judge(device=p.device)
+    model, tok = load_pretrained(os.environ.get("COMPANION_JUDGE_MODEL") or JUDGE_MODEL, device=p.device)
+    return rlaif.LMJudge(model, tok)
+
+
+def rlaif_pairs(ai_rankings: list[dict], judge, constitution=None, min_confidence: float = 0.5):
+    """The RLAIF recipe's DPO data: chapter 9's recipe with every label from the AI judge.
+
+    The judge's favourite answer against its least favourite (:func:`companion.rlaif.best_vs_worst`)
+    plus topic-swapped minimal pairs whose direction the judge decides
+    (:func:`companion.rlaif.topic_swap_pairs`); the judge's ``confidence`` is kept.
+    """
+    from datasets import concatenate_datasets
+
+    from companion import rlaif
+
+    constitution = constitution or rlaif.TINY_CONSTITUTION
+    parts = [rlaif.best_vs_worst(ai_rankings, judge, constitution, min_confidence)]
+    try:
+        parts.append(rlaif.topic_swap_pairs(ai_rankings, judge, constitution, min_confidence))
+    except ValueError as err:  # no favourite names its topic, or the judge is unsure of every swap
+        print(f"rlaif_pairs: no topic pairs ({err}); training on best-vs-worst pairs only")
+    return concatenate_datasets(parts).shuffle(seed=0)
+
+
+def build_rlaif_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
+    """DPO on AI labels (chapter 8): chapter 9's answers and recipe, with the AI judge instead of the gold judge.
+
+    The SFT model's answers are those of :func:`dpo_rankings` (the same samples chapter 9
+    ranks with the gold judge), so the two runs differ only in who labelled them.  Saves the
+    model, the judge's rankings (``rankings_rlaif.jsonl``, gold labels kept as
+    ``gold_*``) and TRL's logs (``rlaif_history.json``).
+    """
+    from companion import reward, rlaif
+
+    p = profile or active_profile()
+    seed_everything(0)
+    judge = rlaif_judge(p)
+    ai = rlaif.rank_answers(judge, dpo_rankings(p), rlaif.TINY_CONSTITUTION)
+    reward.save_rankings(ai, out / "rankings_rlaif.jsonl")
+    pairs = rlaif_pairs(ai, judge)
+    policy, tok, peft_config = dpo_policy(p)
+    meta = _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "rlaif_history.json", **overrides)
+    return {**meta, "mean_confidence": float(sum(pairs["confidence"]) / len(pairs))}
+
+
+def rlaif_model(profile: Profile | None = None, rebuild: bool = False):
+    """(model, tokenizer) of the policy trained on AI labels, cached as artifact "rlaif" (:func:`build_rlaif_model`)."""
+    p = profile or active_profile()
+    path = artifacts.get_or_build("rlaif", lambda out: build_rlaif_model(out, p), rebuild=rebuild,
+                                  profile_name=p.name, recipe=RECIPES["rlaif"])
+    return AutoModelForCausalLM.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
+
+
+def rlaif_rankings(profile: Profile | None = None) -> list[dict]:
+    """The AI judge's rankings of :func:`dpo_rankings`' answers (built with the "rlaif" artifact)."""
+    from companion import reward
+
+    p = profile or active_profile()
+    rlaif_model(p)
+    return reward.load_rankings(artifacts.artifact_dir("rlaif", p.name) / "rankings_rlaif.jsonl")
+
+
+def rlaif_history(profile: Profile | None = None) -> dict:
+    """TRL's per-step logs of the cached RLAIF run."""
+    import json
+
+    p = profile or active_profile()
+    rlaif_model(p)
+    return json.loads((artifacts.artifact_dir("rlaif", p.name) / "rlaif_history.json").read_text())
+
+
+STAGES["rlaif"] = rlaif_model
+
+
+# --------------------------------------------------------------------------- held-out evaluations, computed once
+def _rows_file(stage: str, specs, settings: dict, p: Profile) -> Path:
+    """Where the greedy evaluation of cached ``stage`` on ``specs`` is stored (keyed by what it depends on)."""
+    import hashlib
+    import json
+
+    key = {"stage": artifacts.metadata(stage, p.name).get("created"),
+           "reward": artifacts.metadata("reward", p.name).get("created"),
+           "specs": [(s.name, s.topic, s.template) for s in specs], "settings": settings}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return artifacts.cache_root() / p.name / ".evaluations" / f"{stage}-{digest}.json"
+
+
+def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = None, **settings) -> dict:
+    """Held-out rows of cached stages (display name -> stage name), each computed once and stored.
+
+    Chapters 7-10 compare the same models on the same held-out prompts; this evaluates
+    each cached stage with :func:`companion.evaluation.compare_policies` (chapter 5's reward
+    model, greedy unless ``settings`` say otherwise) the first time and reads the stored
+    rows after that.  A rebuilt stage or reward model, other specs or other settings are a
+    new entry.  Pass the result as ``known=`` to ``compare_policies``; the KL to the
+    reference is computed there, because it depends on the reference.
+    """
+    import json
+
+    import numpy as np
+
+    from companion import evaluation
+
+    p = profile or active_profile()
+    unknown = [s for s in stages.values() if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    for name in ("reward", *stages.values()):
+        if not artifacts.exists(name, p.name):
+            STAGES[name](p)  # build what is missing first: the rows are keyed by the artifacts
+    rows = {}
+    rm = None
+    for label, stage in stages.items():
+        path = _rows_file(stage, specs, settings, p)
+        if path.is_file():
+            row = json.loads(path.read_text())
+            row["per_prompt"] = np.asarray(row["per_prompt"])
+        else:
+            if rm is None:
+                rm = reward_model(p)
+            model, tok = STAGES[stage](p)
+            row = evaluation.compare_policies({label: (model, tok)}, specs, rm[0], rm[1], **settings)[label]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({**row, "per_prompt": row["per_prompt"].tolist()}))
+            tmp.replace(path)
+        rows[label] = row
+    return rows
