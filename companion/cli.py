@@ -4,6 +4,7 @@
     companion data               # datasets and where they load from
     companion artifacts          # cached artifacts of the active profile
     companion build base         # build (or rebuild with --rebuild) a pipeline stage
+    companion pipeline           # every stage in one command, then a report (see companion.runner)
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def _build(args) -> int:
     return 0
 
 
+def _pipeline(args) -> int:
+    from companion import runner
+
+    try:
+        cfg = runner.PipelineConfig(profile=args.profile, align=args.align, output_dir=args.output,
+                                    rebuild=args.rebuild, eval_prompts=args.eval_prompts, dry_run=args.dry_run)
+        runner.run(cfg)
+    except ValueError as err:
+        print(f"companion pipeline: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="companion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,7 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("stage")
     b.add_argument("--rebuild", action="store_true")
     b.set_defaults(fn=_build)
+    pl = sub.add_parser("pipeline", help="tokenizer -> base -> SFT -> reward model -> alignment -> report")
+    pl.add_argument("--profile", default=None, help="tiny or gpu (default: $COMPANION_PROFILE, else by hardware)")
+    pl.add_argument("--align", default="dpo", help="ppo, dpo, rlaif, both (ppo and dpo) or all")
+    pl.add_argument("--output", default="runs/pipeline", help="folder for report.json, report.md and plots")
+    pl.add_argument("--rebuild", default=None, metavar="STAGE", help="retrain STAGE and every stage after it")
+    pl.add_argument("--eval-prompts", type=int, default=250, help="held-out prompts to evaluate on (max 254)")
+    pl.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, train nothing")
+    pl.set_defaults(fn=_pipeline)
     args = parser.parse_args(argv)
+    if getattr(args, "profile", "unset") is None:
+        from companion.profiles import profile
+
+        args.profile = profile().name
     return args.fn(args)
 
 
