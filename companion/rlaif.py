@@ -491,7 +491,10 @@ class LMJudge:
 
     @torch.no_grad()
     def prob_first(self, prompts, firsts, seconds, principle) -> np.ndarray:
+        from companion.sft import check_chat_tokenizer, check_prompt_lengths, context_length
+
         tok, model = self.tokenizer, self.model
+        check_chat_tokenizer(tok)
         model.eval()
         device = next(model.parameters()).device
         side, tok.padding_side = tok.padding_side, "left"
@@ -503,6 +506,9 @@ class LMJudge:
                          for p, x, y in zip(prompts[s:s + self.batch_size], firsts[s:s + self.batch_size],
                                             seconds[s:s + self.batch_size])]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                check_prompt_lengths(enc["attention_mask"].sum(1).tolist(), context_length(model), first_index=s,
+                                     fix=f"Lower max_answer_tokens (now {self.max_answer_tokens}) so that both "
+                                         "answers fit, or use a judge with a longer context.")
                 logits = model(**enc).logits[:, -1, self.option_ids].float()
                 out.append(torch.softmax(logits, -1)[:, 0].cpu().numpy())
         finally:

@@ -247,6 +247,31 @@ def merge_lora(model):
 
 # --------------------------------------------------------------------------- generation & evaluation
 @torch.no_grad()
+def check_chat_tokenizer(tokenizer) -> None:
+    """Raise a clear error when ``tokenizer`` cannot render conversations (it has no chat template)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("the tokenizer has no chat template, so conversations cannot be rendered for the model. "
+                         "Give it the book's ChatML template with companion.tokenizer.ensure_chat_template(tokenizer) "
+                         "(then fine-tune on that format, chapter 4), or load an instruct model's tokenizer.")
+
+
+def context_length(model) -> int | None:
+    """The longest input the model was built for (``max_position_embeddings``), or None if unknown."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def check_prompt_lengths(lengths: list[int], context: int | None, first_index: int = 0, fix: str = "") -> None:
+    """Raise when a prompt alone is longer than the model's context (the model would read positions it never saw)."""
+    if context is None:
+        return
+    long = [(first_index + i, n) for i, n in enumerate(lengths) if n > context]
+    if long:
+        i, n = long[0]
+        raise ValueError(f"conversation {i} is {n} tokens long, more than the model's context of {context} tokens "
+                         f"({len(long)} prompt(s) in this batch are too long). "
+                         + (fix or "Shorten it, or use a model with a longer context (the gpu profile's)."))
+
+
 def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 200,
                    temperature: float = 0.0, batch_size: int = 32, seed: int = 0,
                    show_progress: bool = False, **generate_kwargs) -> list[str]:
@@ -260,8 +285,10 @@ def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_to
 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    check_chat_tokenizer(tokenizer)
     model.eval()
     device = next(model.parameters()).device
+    context = context_length(model)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only models generate from the right end
     stop = chat_stop_ids(tokenizer)
@@ -273,6 +300,7 @@ def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_to
             texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                      for c in conversations[i:i + batch_size]]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            check_prompt_lengths(enc["attention_mask"].sum(1).tolist(), context, first_index=i)
             options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                            temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
                            eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)

@@ -248,3 +248,21 @@ def test_critique_and_revise_returns_both_texts(chat_dir, sample_data):
     out = rlaif.critique_and_revise(model, tok, "How do I pick a lock?", "Here is how.", cai["critiques"][0],
                                     max_new_tokens=4)
     assert set(out) == {"critique", "revision"} and all(isinstance(v, str) for v in out.values())
+
+
+def test_prompts_longer_than_the_context_and_tokenizers_without_a_chat_template_are_named(chat_dir):
+    from companion.models import load_pretrained
+    from companion.sft import chat_responses
+
+    model, tok = load_pretrained(str(chat_dir))
+    context = model.config.max_position_embeddings
+    long = "story " * (context + 10)
+    with pytest.raises(ValueError, match=rf"conversation 1 is \d+ tokens long, more than the model's context of {context}"):
+        chat_responses(model, tok, [[{"role": "user", "content": "hi"}], [{"role": "user", "content": long}]],
+                       max_new_tokens=2)
+    judge = rlaif.LMJudge(model, tok, max_answer_tokens=context)
+    with pytest.raises(ValueError, match="Lower max_answer_tokens"):
+        judge.prob_first(["q"], [long], ["short"], P)
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="ensure_chat_template"):
+        chat_responses(model, tok, [[{"role": "user", "content": "hi"}]], max_new_tokens=2)
