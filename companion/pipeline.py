@@ -426,17 +426,27 @@ def rlaif_judge(profile: Profile | None = None):
     Tiny: :class:`companion.rlaif.EncoderJudge`, the pretrained MiniLM sentence encoder with
     a sentiment probe fitted on human SST-2 labels; it never sees the gold judge or its
     labels.  gpu: an instruct model asked "A or B?" (:class:`companion.rlaif.LMJudge`),
-    ``$COMPANION_JUDGE_MODEL`` or :data:`JUDGE_MODEL`.
+    ``$COMPANION_JUDGE_MODEL`` or :data:`JUDGE_MODEL`.  One judge per profile and model is
+    kept for the session, so a chapter and the artifact it builds share the judge and the
+    embeddings it has already computed.
     """
     import os
 
     from companion import rlaif
 
     p = profile or active_profile()
-    if p.is_tiny:
-        return rlaif.encoder_judge(device=p.device)
-    model, tok = load_pretrained(os.environ.get("COMPANION_JUDGE_MODEL") or JUDGE_MODEL, device=p.device)
-    return rlaif.LMJudge(model, tok)
+    model_id = "minilm+sst2" if p.is_tiny else (os.environ.get("COMPANION_JUDGE_MODEL") or JUDGE_MODEL)
+    key = (p.name, p.device, model_id)
+    if key not in _JUDGES:
+        if p.is_tiny:
+            _JUDGES[key] = rlaif.encoder_judge(device=p.device)
+        else:
+            model, tok = load_pretrained(model_id, device=p.device)
+            _JUDGES[key] = rlaif.LMJudge(model, tok)
+    return _JUDGES[key]
+
+
+_JUDGES: dict[tuple, object] = {}
 
 
 def rlaif_pairs(ai_rankings: list[dict], judge, constitution=None, min_confidence: float = 0.5):
