@@ -48,7 +48,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import runtime_args, trained_model
+from companion.training import runtime_args, train_with_oom_retry, trained_model
 
 Tiers = list[list[str]]  # a ranking: groups of tied answer ids, best group first
 
@@ -516,12 +516,14 @@ def train_reward_model(model, tokenizer, train_dataset: Dataset, eval_dataset: D
     train_dataset = train_dataset.remove_columns([c for c in train_dataset.column_names if c not in keep])
     if eval_dataset is not None:
         eval_dataset = eval_dataset.remove_columns([c for c in eval_dataset.column_names if c not in keep])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                            processing_class=tokenizer)
+    def make(a):
+        return RewardTrainer(model=model, args=a, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                             processing_class=tokenizer)
+
     start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    trainer, args = train_with_oom_retry(make, args)
     logs = trainer.state.log_history
+    seconds = next((r["train_runtime"] for r in reversed(logs) if "train_runtime" in r), time.perf_counter() - start)
     history = {"train_steps": [r["step"] for r in logs if "loss" in r],
                "train_loss": [r["loss"] for r in logs if "loss" in r],
                "train_accuracy": [r["accuracy"] for r in logs if "loss" in r and "accuracy" in r]}

@@ -33,7 +33,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
-from companion.training import runtime_args, trained_model
+from companion.training import runtime_args, train_with_oom_retry, trained_model
 
 
 # --------------------------------------------------------------------------- data checks
@@ -216,19 +216,23 @@ def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | 
     if logits_loss is None:
         logits_loss = args.use_cpu or not torch.cuda.is_available()
     trainer_class = LogitsLossSFTTrainer if logits_loss else SFTTrainer
-    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                            processing_class=tokenizer, peft_config=peft_config)
-    trainable, total = _param_counts(trainer.model)
     history: dict = {}
-    if eval_dataset is not None:
-        history["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-    cuda = torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda
+    cuda = torch.cuda.is_available() and not args.use_cpu
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+
+    def make(a):
+        trainer = trainer_class(model=model, args=a, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                                processing_class=tokenizer, peft_config=peft_config)
+        if eval_dataset is not None and "eval_loss_before" not in history:
+            history["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+        return trainer
+
     start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    trainer, args = train_with_oom_retry(make, args, retry=peft_config is None)
     logs = trainer.state.log_history
+    seconds = next((r["train_runtime"] for r in reversed(logs) if "train_runtime" in r), time.perf_counter() - start)
+    trainable, total = _param_counts(trainer.model)
     history["train_steps"] = [r["step"] for r in logs if "loss" in r]
     history["train_loss"] = [r["loss"] for r in logs if "loss" in r]
     if eval_dataset is not None:

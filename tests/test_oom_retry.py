@@ -68,3 +68,47 @@ def test_real_configs_can_be_replaced(tmp_path):
     args = dpo.dpo_config(str(tmp_path))
     smaller = dataclasses.replace(args, per_device_train_batch_size=8, gradient_accumulation_steps=2)
     assert smaller.per_device_train_batch_size == 8 and smaller.loss_type == args.loss_type
+
+
+def _oom_above(trainer_class, fits: int, built: list):
+    """A real TRL trainer class that runs out of memory (simulated) while the micro-batch is above ``fits``."""
+
+    class OOMTrainer(trainer_class):
+        def train(self, *args, **kwargs):
+            built.append(self.args.per_device_train_batch_size)
+            if self.args.per_device_train_batch_size > fits:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return super().train(*args, **kwargs)
+
+    return OOMTrainer
+
+
+def test_sft_and_reward_training_retry_a_simulated_oom_with_the_same_effective_batch(small_tokenizer, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from datasets import Dataset
+
+    from companion import reward, sft
+    from companion.models import build_causal_lm
+    from companion.profiles import profile
+
+    conv = [{"role": "user", "content": "Tell a story."},
+            {"role": "assistant", "content": "Lily was happy and played in the park."}]
+    lm = build_causal_lm(small_tokenizer, profile("tiny"), n_layer=1, n_embd=32, n_head=2, intermediate_size=64,
+                         context_length=64)
+    built = []
+    monkeypatch.setattr(sft, "LogitsLossSFTTrainer", _oom_above(sft.LogitsLossSFTTrainer, 2, built))
+    args = sft.sft_config(str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=4, logging_steps=1,
+                          disable_tqdm=True, max_length=64)
+    res = sft.train_sft(lm, small_tokenizer, Dataset.from_list([{"messages": conv}] * 8), args=args)
+    assert built == [4, 2] and len(res.history["train_loss"]) == 2
+    assert res.trainer.args.per_device_train_batch_size * res.trainer.args.gradient_accumulation_steps == 4
+    assert "retrying with 2 x 2 accumulation steps" in capsys.readouterr().err
+
+    rm = reward.reward_model_from_causal_lm(lm, small_tokenizer)
+    rows = [{"prompt": conv[:1], "chosen": conv[1:], "rejected": [{"role": "assistant", "content": "dog dog"}]}] * 8
+    built.clear()
+    monkeypatch.setattr(reward, "RewardTrainer", _oom_above(reward.RewardTrainer, 1, built))
+    rargs = reward.reward_config(str(tmp_path / "rm"), profile("tiny"), max_steps=2, logging_steps=1,
+                                 per_device_train_batch_size=4, disable_tqdm=True)
+    out = reward.train_reward_model(rm, small_tokenizer, Dataset.from_list(rows), None, rargs)
+    assert built == [4, 2, 1] and len(out.history["train_loss"]) == 2 and out.train_seconds > 0
