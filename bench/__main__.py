@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import bench_pretrain_throughput, bench_rl_rollouts, bench_shakespeare_char
+from bench import bench_pretrain_throughput, bench_rl_rollouts, bench_rlaif_judge, bench_shakespeare_char
 
 BENCHES = {
     "pretrain_throughput": bench_pretrain_throughput.main,
     "shakespeare_char": bench_shakespeare_char.main,
     "rl_rollouts": bench_rl_rollouts.main,
+    "rlaif_judge": bench_rlaif_judge.main,
 }
 
 
