@@ -87,14 +87,19 @@ def plan(cfg: PipelineConfig) -> list[dict]:
 
 
 def format_plan(rows: list[dict]) -> str:
+    """The plan as a table, with the estimated time of what is left to train."""
     todo = [r for r in rows if r["status"] in ("build", "rebuild")]
     known = [r["estimate_s"] for r in todo if r["estimate_s"] is not None]
     lines = [f"{'stage':10s} {'status':10s} {'estimate':>9s}"]
     for r in rows:
         est = "—" if r["estimate_s"] in (None, 0) else f"{r['estimate_s'] / 60:.1f} min"
         lines.append(f"{r['stage']:10s} {r['status']:10s} {est:>9s}")
-    total = f"{sum(known) / 60:.0f} min" + ("" if len(known) == len(todo) else " + stages with no estimate")
-    lines.append(f"{len(todo)} stage(s) to train, estimated {total} (2-core CPU, tiny profile)")
+    if todo and not known:
+        total = "(no estimate for this profile)"
+    else:
+        total = (f"estimated {sum(known) / 60:.0f} min (measured on a 2-core CPU, tiny profile)"
+                 + ("" if len(known) == len(todo) else " + stages with no estimate"))
+    lines.append(f"{len(todo)} stage(s) to train, {total}")
     return "\n".join(lines)
 
 
@@ -116,7 +121,7 @@ def run(cfg: PipelineConfig) -> dict:
     from companion import pipeline
     from companion.profiles import profile as get_profile
 
-    os.environ["COMPANION_PROFILE"] = cfg.profile
+    os.environ["COMPANION_PROFILE"] = cfg.profile  # the builders of every stage read the active profile
     p = get_profile(cfg.profile)
     out = Path(cfg.output_dir)
     _check_output(out, p.name)
