@@ -6,22 +6,17 @@ import json
 
 import numpy as np
 import pytest
-from test_ppo_gpu_profile import save_chat_model
+from test_dpo_gpu_profile import GOOD, gpu_chat  # noqa: F401  (gpu_chat is a fixture used below)
 
 from companion import pipeline, reward, rlaif, tinyworld
 from companion.models import load_pretrained
 
-GOOD = ("Once upon a time, Lily had a red ball. She played with the ball in the park every day. One day the ball "
-        "rolled away, and her friend found it. Lily was so happy and they smiled together.")
-
 
 @pytest.fixture
-def gpu_models(tmp_path, monkeypatch):
-    chat = save_chat_model(tmp_path / "chat")
-    monkeypatch.setenv("COMPANION_PROFILE", "gpu")
-    monkeypatch.setenv("COMPANION_CHAT_MODEL", str(chat))
-    monkeypatch.setenv("COMPANION_JUDGE_MODEL", str(chat))
-    return chat
+def gpu_models(gpu_chat, monkeypatch):  # noqa: F811  (pytest passes the imported fixture)
+    """chapter 9's gpu fixture (a chat model in a local folder), which also serves as the judge."""
+    monkeypatch.setenv("COMPANION_JUDGE_MODEL", str(gpu_chat))
+    return gpu_chat
 
 
 def test_gpu_judge_is_an_lm_judge_loaded_from_the_judge_model_folder(gpu_models):
