@@ -13,7 +13,15 @@ export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 NOTEBOOKS := $(patsubst book/09_dpo.ipynb,book/09_dpo.ipynb book/08_rlaif.ipynb,\
 	$(filter-out book/08_rlaif.ipynb,$(sort $(wildcard book/*.ipynb))))
 
-.PHONY: book test unit notebooks build-check lint bench clean venv test-latest
+# Chapter 10's in-page chat: the cached chat models as ONNX files (companion export-web) and
+# onnxruntime-web from the npm registry (not committed), copied beside the book's _static/chat_onnx.js.
+ONNXRUNTIME_WEB := 1.30.0
+CHAT_STAGES ?= base,sft,dpo
+CHAT_DIR := _build/html/_static/chat
+ORT_DIST := _build/npm/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+
+.PHONY: book test unit notebooks build-check browser-test chat-files lint bench clean venv test-latest
 
 venv: $(STAMP)
 
@@ -30,26 +38,49 @@ $(STAMP): requirements.txt pyproject.toml
 ## make book: execute every chapter and render the book into _build/html
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -n --keep-going
+	$(MAKE) --no-print-directory chat-files
 	@echo "Open _build/html/index.html"
 
-## make test: lint, unit tests, every notebook under nbval, and a -W book build
-test: $(STAMP) lint unit notebooks build-check
+## make test: lint, unit tests, every notebook under nbval, a -W book build, and the in-page chat in a browser
+test: $(STAMP) lint unit notebooks build-check browser-test
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check companion tests bench
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q --durations=15
 
 notebooks: $(STAMP)
-	$(VENV)/bin/pytest -q --nbval-lax --nbval-cell-timeout=1800 -p no:cacheprovider $(NOTEBOOKS)
+	$(VENV)/bin/pytest -q --nbval-lax --nbval-cell-timeout=1800 --durations=40 -p no:cacheprovider $(NOTEBOOKS)
 
 # The notebooks were just executed by nbval; this build checks the book renders with
 # zero warnings without executing them a second time.
 build-check: $(STAMP)
 	mkdir -p _build
-	sed 's/execute_notebooks: .*/execute_notebooks: "off"/' _config.yml > _build/_config_noexec.yml
+	@# the copy lives in _build/, so the local extension's folder is one level up from it
+	@# unexecuted pages have no glued numbers: only that warning class is silenced here, and
+	@# tests/test_glue.py checks every key the prose uses is glued by its notebook
+	sed -e 's/execute_notebooks: .*/execute_notebooks: "off"/' -e 's#: book/_ext#: ../book/_ext#' \
+		-e 's/suppress_warnings: \["mystnb.unknown_mime_type"\]/suppress_warnings: ["mystnb.unknown_mime_type", "mystnb.glue"]/' _config.yml \
+		> _build/_config_noexec.yml
 	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going --config _build/_config_noexec.yml
+	$(MAKE) --no-print-directory chat-files
+
+# The models the chapters cached (a stage not cached yet is left out; the page then says so) and
+# onnxruntime-web's wasm build; without npm the page keeps its recorded answers.
+chat-files: $(STAMP)
+	mkdir -p $(CHAT_DIR)/ort
+	@if command -v npm >/dev/null; then \
+	  test -f _build/npm/.onnxruntime-web-$(ONNXRUNTIME_WEB) || { \
+	    timeout 600 npm install --no-save --no-audit --no-fund --prefix _build/npm onnxruntime-web@$(ONNXRUNTIME_WEB) && \
+	    touch _build/npm/.onnxruntime-web-$(ONNXRUNTIME_WEB); } && \
+	  cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) $(CHAT_DIR)/ort/; \
+	else echo "npm not found: the in-page chat will show its recorded answers only" >&2; fi
+	$(PY) -m companion export-web --out $(CHAT_DIR) --stages $(CHAT_STAGES) --skip-missing
+
+## make browser-test: chapter 10's chat box in headless Chromium, against the book build-check just made
+browser-test: $(STAMP)
+	timeout 1200 $(VENV)/bin/pytest -q -p no:cacheprovider tests/browser
 
 ## make test-latest: the unit tests against the newest releases of the libraries (a separate venv)
 test-latest:

@@ -1,8 +1,9 @@
 """companion: the code behind "Train your own ChatGPT".
 
-Organized by concept (data, tokenizer, models, sampling, sft, reward, rl, ppo, rlaif,
-dpo, widgets, pipeline).  Import the submodule you need, e.g.
-``from companion.data import load_dataset``.
+Organized by concept, not by chapter: data, tokenizer, ngram, neural_lm, models, attention,
+sampling, pretrain, sft, reward, rl, ppo, critic_free, dpo, rlaif, evaluation, widgets,
+pipeline (every module, one line each: book/api/index.md).  Import the submodule you need,
+e.g. ``from companion.data import load_dataset``.
 """
 
 from companion.profiles import Profile, describe, profile

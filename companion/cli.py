@@ -5,11 +5,13 @@
     companion artifacts          # cached artifacts of the active profile
     companion build base         # build (or rebuild with --rebuild) a pipeline stage
     companion pipeline           # every stage in one command, then a report (see companion.runner)
+    companion export-web --out DIR --stages base,sft,dpo   # cached models as ONNX, for the book's page
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from companion import artifacts, describe
@@ -58,11 +60,30 @@ def _pipeline(args) -> int:
 
     try:
         cfg = runner.PipelineConfig(profile=args.profile, align=args.align, output_dir=args.output,
-                                    rebuild=args.rebuild, eval_prompts=args.eval_prompts, dry_run=args.dry_run)
+                                    rebuild=args.rebuild, eval_prompts=args.eval_prompts, dry_run=args.dry_run,
+                                    seed=args.seed, sizes=runner.parse_sizes(args.size))
         runner.run(cfg)
     except ValueError as err:
         print(f"companion pipeline: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _export_web(args) -> int:
+    from companion import export
+
+    try:
+        manifest = export.export_web(args.stages, args.out, profile=args.profile, quantize=args.quantize,
+                                     max_new_tokens=args.max_new_tokens, skip_missing=args.skip_missing)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"companion export-web: {err}", file=sys.stderr)
+        return 2
+    info = json.loads(manifest.read_text())
+    for m in info["models"]:
+        print(f"{m['label']:6s} {m['file']:18s} {m['bytes'] / 1e6:5.1f} MB")
+    for stage, why in info["skipped"].items():
+        print(f"skipped {stage}: {why}", file=sys.stderr)
+    print(f"manifest: {manifest}")
     return 0
 
 
@@ -83,7 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--rebuild", default=None, metavar="STAGE", help="retrain STAGE and every stage after it")
     pl.add_argument("--eval-prompts", type=int, default=250, help="held-out prompts to evaluate on (max 254)")
     pl.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, train nothing")
+    pl.add_argument("--seed", type=int, default=0, help="seed of every stage's training (default 0, the book's)")
+    pl.add_argument("--size", action="append", default=[], metavar="STAGE.SETTING=VALUE",
+                    help="change one setting of one stage, e.g. base.max_steps=600 or ppo.steps=8 (repeatable); "
+                         "such a run keeps its own artifact cache in the output folder")
     pl.set_defaults(fn=_pipeline)
+    ex = sub.add_parser("export-web", help="cached chat models as ONNX files for the book's in-page chat")
+    ex.add_argument("--out", required=True, help="folder to write (the book build copies it to _static/chat)")
+    ex.add_argument("--stages", default="base,sft,dpo", help="comma-separated chat stages: base,sft,ppo,dpo,rlaif")
+    ex.add_argument("--quantize", default="fp16", help="how weights are stored: fp16 (default), int8 or fp32")
+    ex.add_argument("--profile", default=None, help="tiny or gpu (default: $COMPANION_PROFILE, else by hardware)")
+    ex.add_argument("--max-new-tokens", type=int, default=120, help="length of the recorded answers and page replies")
+    ex.add_argument("--skip-missing", action="store_true", help="leave out stages that are not cached (else an error)")
+    ex.set_defaults(fn=_export_web)
     args = parser.parse_args(argv)
     if getattr(args, "profile", "unset") is None:
         from companion.profiles import profile

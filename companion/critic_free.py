@@ -42,7 +42,16 @@ except ImportError as e:  # an API that moved between releases: say which versio
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
-from companion.training import TrainResult, history_of, is_peft, peak_memory_mb, plain_model, runtime_args
+from companion.training import (
+    TrainResult,
+    history_of,
+    is_peft,
+    peak_memory_mb,
+    plain_model,
+    resume_checkpoint,
+    runtime_args,
+    save_local_copy,
+)
 
 RewardFunc = Callable[..., Sequence[float | None]]
 GOLD_COLUMNS = ("name", "topic", "template")
@@ -243,7 +252,7 @@ def reference_loadable(model, args) -> Iterator[None]:
     tmp = tempfile.mkdtemp(prefix="companion-ref-")
     try:
         hf_logging.disable_progress_bar()  # no "Writing model shards" / "Loading weights" bars for a copy
-        model.save_pretrained(tmp)
+        save_local_copy(model, tmp)  # every process its own copy (multi-GPU runs)
         model.config.name_or_path = tmp
         yield
     finally:
@@ -268,31 +277,35 @@ def build_trainer(trainer_class, model, tokenizer, prompts, reward_funcs, args, 
                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
 
 
-def _train(trainer_class, model, tokenizer, prompts, reward_funcs, args, peft_config, callbacks) -> RLResult:
+def _train(trainer_class, model, tokenizer, prompts, reward_funcs, args, peft_config, callbacks,
+           resume_from_checkpoint=None) -> RLResult:
     trainer = build_trainer(trainer_class, model, tokenizer, prompts, reward_funcs, args, peft_config, callbacks)
     cuda = torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_checkpoint(args.output_dir, resume_from_checkpoint))
     seconds = time.perf_counter() - start
     return RLResult(model=plain_model(trainer), history=history_of(trainer.state.log_history),
                     train_seconds=seconds, peak_memory_mb=peak_memory_mb(cuda))
 
 
 def train_grpo(model, tokenizer, prompts, reward_funcs: RewardFunc | Sequence[RewardFunc],
-               args: GRPOConfig | None = None, peft_config=None, callbacks=None) -> RLResult:
+               args: GRPOConfig | None = None, peft_config=None, callbacks=None,
+               resume_from_checkpoint: str | bool | None = None) -> RLResult:
     """Train ``model`` with TRL's ``GRPOTrainer`` on ``prompts`` (a Dataset with a ``prompt`` column).
 
     ``reward_funcs``: GRPO-signature callables (their rewards are summed); other columns of
     ``prompts`` reach them as keyword arguments.  With ``peft_config`` TRL adds LoRA adapters.
+    ``resume_from_checkpoint=True`` continues a killed run (:func:`companion.training.resume_checkpoint`).
     """
     return _train(GRPOTrainer, model, tokenizer, prompts, reward_funcs, args or grpo_config(), peft_config,
-                  callbacks)
+                  callbacks, resume_from_checkpoint)
 
 
 def train_rloo(model, tokenizer, prompts, reward_funcs: RewardFunc | Sequence[RewardFunc],
-               args: RLOOConfig | None = None, peft_config=None, callbacks=None) -> RLResult:
+               args: RLOOConfig | None = None, peft_config=None, callbacks=None,
+               resume_from_checkpoint: str | bool | None = None) -> RLResult:
     """Train ``model`` with TRL's ``RLOOTrainer``; arguments as :func:`train_grpo`."""
     return _train(RLOOTrainer, model, tokenizer, prompts, reward_funcs, args or rloo_config(), peft_config,
-                  callbacks)
+                  callbacks, resume_from_checkpoint)

@@ -313,24 +313,25 @@ def _reference(model, ref_model, peft_config):
     return copy.deepcopy(model).eval()
 
 
-def _run(make_trainer, args, retry: bool = True) -> PreferenceResult:
+def _run(make_trainer, args, retry: bool = True, resume_from_checkpoint: str | bool | None = None) -> PreferenceResult:
     """Train (retrying with smaller micro-batches on a GPU out-of-memory) and collect the result."""
     cuda = torch.cuda.is_available() and args.use_cpu is False
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    trainer, _ = train_with_oom_retry(make_trainer, args, retry=retry)
+    trainer, _ = train_with_oom_retry(make_trainer, args, retry=retry, resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     return PreferenceResult(model=plain_model(trainer), history=history_of(trainer.state.log_history),
                             train_seconds=seconds, peak_memory_mb=peak_memory_mb(cuda))
 
 
 def train_dpo(model, tokenizer, train_dataset: Dataset, args: DPOConfig | None = None, ref_model=None,
-              peft_config=None, callbacks=None) -> PreferenceResult:
+              peft_config=None, callbacks=None, resume_from_checkpoint: str | bool | None = None) -> PreferenceResult:
     """Train ``model`` on preference pairs with TRL's ``DPOTrainer`` (any ``loss_type`` it knows).
 
     ``history`` holds TRL's metrics per logging step: ``loss``, ``rewards/chosen``,
     ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ...
+    ``resume_from_checkpoint=True`` continues a killed run (:func:`companion.training.resume_checkpoint`).
     """
     pairs = check_preference_pairs(train_dataset)
     reference = _reference(model, ref_model, peft_config)
@@ -340,11 +341,11 @@ def train_dpo(model, tokenizer, train_dataset: Dataset, args: DPOConfig | None =
         return DPOTrainer(model=model, ref_model=reference, args=a, train_dataset=pairs, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
 
-    return _run(make, args or dpo_config(), retry=peft_config is None)
+    return _run(make, args or dpo_config(), retry=peft_config is None, resume_from_checkpoint=resume_from_checkpoint)
 
 
 def train_kto(model, tokenizer, train_dataset: Dataset, args: KTOConfig | None = None, ref_model=None,
-              peft_config=None, callbacks=None) -> PreferenceResult:
+              peft_config=None, callbacks=None, resume_from_checkpoint: str | bool | None = None) -> PreferenceResult:
     """Train ``model`` on unpaired labelled answers (:func:`kto_dataset`) with TRL's ``KTOTrainer``."""
     missing = [c for c in KTO_COLUMNS if c not in getattr(train_dataset, "column_names", ())]
     if missing:
@@ -359,7 +360,7 @@ def train_kto(model, tokenizer, train_dataset: Dataset, args: KTOConfig | None =
         return KTOTrainer(model=model, ref_model=reference, args=a, train_dataset=data, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
 
-    return _run(make, args or kto_config(), retry=peft_config is None)
+    return _run(make, args or kto_config(), retry=peft_config is None, resume_from_checkpoint=resume_from_checkpoint)
 
 
 # --------------------------------------------------------------------------- evaluation

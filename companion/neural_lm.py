@@ -25,6 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from companion import validation
+
 
 @dataclass
 class MLPLMConfig:
@@ -149,16 +151,36 @@ def sample_mlp(model: MLPLanguageModel, prefix: Sequence[int], bos_id: int, eos_
     return out
 
 
+def _scoring_window(model, context_length: int | None) -> int:
+    """The window length to score with: ``context_length``, or by default the model's maximum."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # as sft.context_length
+    if context_length is None:
+        if limit is None:
+            raise ValueError("the model's config has no max_position_embeddings, so its context length is "
+                             "unknown; pass context_length=<the longest input it was trained on>")
+        context_length = limit
+    context_length = validation.integer("context_length", context_length)
+    if context_length < 2:
+        raise ValueError(f"context_length must be >= 2 (a window needs one token to read and one to predict), "
+                         f"got {context_length}; pass context_length=None to use the model's own maximum")
+    if limit is not None and context_length > limit:
+        raise ValueError(f"context_length={context_length} is longer than the model's max_position_embeddings="
+                         f"{limit}; pass context_length={limit} or less (or None for the model's own maximum)")
+    return context_length
+
+
 @torch.no_grad()
 def causal_lm_token_logprobs(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
-                             context_length: int = 256) -> list[torch.Tensor]:
+                             context_length: int | None = None) -> list[torch.Tensor]:
     """Per-sequence log-probabilities of every token of a transformers causal LM.
 
     Each sequence becomes ``[bos] + seq + [eos]`` and every token after the first is
     predicted (L + 1 predictions, like :class:`companion.ngram.NGramLM`).  Sequences longer
     than the context are cut into consecutive windows; each window after the first starts
     with the last token of the previous one, so every token is predicted exactly once.
+    ``context_length`` (the window) defaults to the model's ``max_position_embeddings``.
     """
+    context_length = _scoring_window(model, context_length)
     device = next(model.parameters()).device
     model.eval()
     out = []
@@ -174,7 +196,7 @@ def causal_lm_token_logprobs(model, token_seqs: Sequence[Sequence[int]], bos_id:
 
 
 def causal_lm_perplexity(model, token_seqs: Sequence[Sequence[int]], bos_id: int, eos_id: int,
-                         context_length: int = 256) -> float:
+                         context_length: int | None = None) -> float:
     """Perplexity of a causal LM over sequences, scored like :class:`companion.ngram.NGramLM`."""
     logps = causal_lm_token_logprobs(model, token_seqs, bos_id, eos_id, context_length)
     if not logps:

@@ -7,6 +7,7 @@ chapter can start from what the previous chapters produced, even when run on its
 from __future__ import annotations
 
 import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,6 +24,30 @@ from companion.tokenizer import ensure_chat_template, train_bpe_tokenizer
 # How the SFT and reward artifacts are made; a cache built by an older recipe is rebuilt.
 RECIPES = {"sft": "tinyworld-topic-swaps-2"}
 RECIPES["reward"] = RECIPES["sft"] + "|sft-2+base-2"
+
+
+def stage_sizes(stage: str, profile: Profile | None = None) -> dict:
+    """The profile's overrides of ``stage``'s sizes (``Profile.sizes``; empty in the book's runs)."""
+    p = profile or active_profile()
+    return dict(p.sizes.get(stage, {}))
+
+
+def size_keys(stage: str) -> set[str]:
+    """The settings ``--size STAGE.KEY=VALUE`` may change: the fields of the config the stage trains with."""
+    from trl import DPOConfig, RewardConfig, SFTConfig
+
+    from companion.ppo import PPOConfig
+
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)} - {"output_dir"}
+
+    keys = {"base": names(PretrainConfig) - {"resume_from_checkpoint", "stop_after_step", "save_steps"},
+            "sft": names(SFTConfig), "ppo": names(PPOConfig),
+            "reward": names(RewardConfig) | set(reward_sizes()), "dpo": names(DPOConfig) | set(dpo_sizes()),
+            "rlaif": names(DPOConfig)}
+    if stage not in keys:
+        raise ValueError(f"stage {stage!r} has no sizes to set; the stages with sizes are {sorted(keys)}")
+    return keys[stage]
 
 
 def tokenizer(profile: Profile | None = None, rebuild: bool = False):
@@ -53,11 +78,14 @@ def base_config(profile: Profile | None = None, output_dir: str | None = None) -
     its context, the skill that instruction following needs in chapter 4.
     """
     p = profile or active_profile()
-    return PretrainConfig(max_steps=p.pretrain_steps, batch_size=p.batch_size,
-                          context_length=p.context_length, learning_rate=p.learning_rate,
-                          warmup_steps=max(1, p.pretrain_steps // 10), eval_steps=max(1, p.pretrain_steps // 8),
-                          logging_steps=10, max_eval_blocks=64, bf16=p.bf16,
-                          output_dir=output_dir or tempfile.mkdtemp(prefix="companion-pretrain-"))
+    sizes = stage_sizes("base", p)
+    steps = sizes.pop("max_steps", p.pretrain_steps)
+    cfg = PretrainConfig(max_steps=steps, batch_size=p.batch_size,
+                         context_length=p.context_length, learning_rate=p.learning_rate,
+                         warmup_steps=max(1, steps // 10), eval_steps=max(1, steps // 8),
+                         logging_steps=10, max_eval_blocks=64, bf16=p.bf16, seed=p.seed,
+                         output_dir=output_dir or tempfile.mkdtemp(prefix="companion-pretrain-"))
+    return replace(cfg, **sizes)
 
 
 def build_base_model(out: Path, profile: Profile | None = None, cfg: PretrainConfig | None = None) -> dict:
@@ -73,7 +101,7 @@ def build_base_model(out: Path, profile: Profile | None = None, cfg: PretrainCon
         model, tok = load_pretrained(p.base_model, device=p.device)
     else:
         tok = tokenizer(p)
-        model = build_causal_lm(tok, p)
+        model = build_causal_lm(tok, p, seed=cfg.seed)
     train = list(load_dataset("tinystories", split="train", limit="profile")["text"])
     held = list(load_dataset("tinystories", split="validation", limit="profile")["text"])
     history = pretrain(model, tok, train, held, cfg)
@@ -115,10 +143,11 @@ def build_sft_model(out: Path, profile: Profile | None = None, **config) -> dict
     from companion import sft, tinyworld
 
     p = profile or active_profile()
-    seed_everything(0)
+    seed_everything(p.seed)
     model, tok = base_model(p)
     with tempfile.TemporaryDirectory() as run_dir:
-        result = sft.train_sft(model, tok, sft_data(p), args=sft.sft_config(run_dir, profile=p, **config))
+        args = sft.sft_config(run_dir, profile=p, **{**stage_sizes("sft", p), **config})
+        result = sft.train_sft(model, tok, sft_data(p), args=args)
     gold = sft.evaluate_gold(result.model, tok, tinyworld.held_out_prompts(200))
     result.model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -143,8 +172,10 @@ def reward_sizes(profile: Profile | None = None) -> dict:
     """
     p = profile or active_profile()
     if p.is_tiny:
-        return dict(train_prompts=112, eval_prompts=48, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
-    return dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
+        sizes = dict(train_prompts=112, eval_prompts=48, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
+    else:
+        sizes = dict(train_prompts=2048, eval_prompts=256, answers_per_prompt=2, base_answers_per_prompt=2, epochs=2)
+    return {**sizes, **{k: v for k, v in stage_sizes("reward", p).items() if k in sizes}}
 
 
 def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
@@ -161,14 +192,14 @@ def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
 
     p = profile or active_profile()
     s = reward_sizes(p)
-    seed_everything(0)
+    seed_everything(p.seed)
     policy, tok = sft_model(p)
     base, base_tok = base_model(p)
     specs = {"train": tinyworld.make_instructions(s["train_prompts"], seed=5, held_out=False),
              "eval": tinyworld.make_instructions(s["eval_prompts"], seed=6, held_out=True)}
     rankings = {}
     for split, sp in specs.items():
-        seed = 0 if split == "train" else 1
+        seed = (0 if split == "train" else 1) + 100 * p.seed
         prompts = [x.messages() for x in sp]
         answers = reward.sample_answers(policy, tok, prompts, s["answers_per_prompt"], seed=seed)
         from_base = reward.sample_answers(base, base_tok, prompts, s["base_answers_per_prompt"], seed=seed + 2)
@@ -179,7 +210,8 @@ def build_reward_model(out: Path, profile: Profile | None = None) -> dict:
     train, held = (reward.rankings_to_preferences(rankings[k]) for k in ("train", "eval"))
     rm = reward.reward_model_from_causal_lm(policy, tok)
     with tempfile.TemporaryDirectory() as run_dir:
-        args = reward.reward_config(run_dir, p, num_train_epochs=s["epochs"])
+        extra = {k: v for k, v in stage_sizes("reward", p).items() if k not in s}
+        args = reward.reward_config(run_dir, p, **{"num_train_epochs": s["epochs"], **extra})
         result = reward.train_reward_model(rm, tok, train, held, args)
     result.model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -269,9 +301,10 @@ def build_ppo_model(out: Path, profile: Profile | None = None, **overrides) -> d
     from companion import ppo, sft, tinyworld
 
     p = profile or active_profile()
-    seed_everything(0)
+    seed_everything(p.seed)
     parts = ppo_components(p)
-    trainer = ppo.PPOTrainer(ppo_config(p, **overrides), parts["policy"], parts["tokenizer"], ppo_prompts(p),
+    cfg = ppo_config(p, **{"seed": p.seed, **stage_sizes("ppo", p), **overrides})
+    trainer = ppo.PPOTrainer(cfg, parts["policy"], parts["tokenizer"], ppo_prompts(p),
                              reward_model=parts["reward_model"], reward_tokenizer=parts["reward_tokenizer"],
                              value_model=parts["value_model"], judge=tinyworld.judge_rows)
     history = trainer.train()
@@ -313,7 +346,8 @@ RECIPES["dpo"] = RECIPES["sft"] + "|dpo-onpolicy-extremes+topic-1"
 def dpo_sizes(profile: Profile | None = None) -> dict:
     """How much on-policy preference data DPO gets: ``answers`` sampled per training prompt."""
     p = profile or active_profile()
-    return dict(prompts=128, answers=4) if p.is_tiny else dict(prompts=1024, answers=4)
+    sizes = dict(prompts=128, answers=4) if p.is_tiny else dict(prompts=1024, answers=4)
+    return {**sizes, **{k: v for k, v in stage_sizes("dpo", p).items() if k in sizes}}
 
 
 def dpo_policy(profile: Profile | None = None):
@@ -367,15 +401,16 @@ def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> d
     from companion import reward, tinyworld
 
     p = profile or active_profile()
-    seed_everything(0)
+    seed_everything(p.seed)
     policy, tok, peft_config = dpo_policy(p)
     s = dpo_sizes(p)
     specs = tinyworld.make_instructions(s["prompts"], seed=9, held_out=False)
-    answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"], seed=0)
+    answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"], seed=100 * p.seed)
     rankings = reward.judge_rankings(specs, answers)
     reward.save_rankings(rankings, out / "rankings_dpo.jsonl")
     pairs = dpo_pairs(rankings)
-    return _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "dpo_history.json", **overrides)
+    extra = {k: v for k, v in stage_sizes("dpo", p).items() if k not in s}
+    return _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "dpo_history.json", **{**extra, **overrides})
 
 
 def _train_and_save_dpo(out: Path, p: Profile, policy, tok, peft_config, pairs, history_file: str,
@@ -480,13 +515,14 @@ def build_rlaif_model(out: Path, profile: Profile | None = None, **overrides) ->
     from companion import reward, rlaif
 
     p = profile or active_profile()
-    seed_everything(0)
+    seed_everything(p.seed)
     judge = rlaif_judge(p)
     ai = rlaif.rank_answers(judge, dpo_rankings(p), rlaif.TINY_CONSTITUTION)
     reward.save_rankings(ai, out / "rankings_rlaif.jsonl")
     pairs = rlaif_pairs(ai, judge)
     policy, tok, peft_config = dpo_policy(p)
-    meta = _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "rlaif_history.json", **overrides)
+    meta = _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "rlaif_history.json",
+                               **{**stage_sizes("rlaif", p), **overrides})
     return {**meta, "mean_confidence": float(sum(pairs["confidence"]) / len(pairs))}
 
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from torch import nn
 
 from companion.rl.lm import token_logprobs
 from companion.rl.returns import gae
+from companion.sampling import cache_kwargs
 from companion.tokenizer import chat_stop_ids
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -52,14 +54,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+                  all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(x - mean) / std over the masked positions (std unbiased; the mean is kept if not ``shift_mean``).
 
-    Positions outside the mask are returned as 0.
+    Positions outside the mask are returned as 0.  ``all_sum`` (several processes) sums a tensor
+    over them, so the mean and std are the whole batch's, as in one process.
     """
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
+    if all_sum is None:
+        mean = masked_mean(x, mask)
+        var = masked_mean((x - mean) ** 2, mask)
+        n = mask.sum()
+    else:
+        n = all_sum(mask.sum())
+        mean = all_sum((x * mask).sum()) / n.clamp(min=1)
+        var = all_sum(((x - mean) ** 2 * mask).sum()) / n.clamp(min=1)
     if n > 1:
         var = var * n / (n - 1)  # Bessel's correction, as TRL's masked_var
     out = (x - mean) * torch.rsqrt(var + 1e-8)
@@ -101,13 +110,14 @@ def shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
 
 
 def advantages_and_returns(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                           gamma: float = 1.0, lam: float = 0.95,
-                           whiten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                           gamma: float = 1.0, lam: float = 0.95, whiten: bool = True,
+                           all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE on each response (``companion.rl.returns.gae``), then whitened advantages.
 
     Values and rewards after a response's end are zeroed, so the last token's TD error is
     ``r_T - V(s_T)``: the episode ends there.  ``returns = advantages + values`` (before
-    whitening) are the value targets.
+    whitening) are the value targets.  ``all_sum``: see :func:`masked_whiten`.
     """
     r = (rewards * mask).detach().float().cpu().numpy()
     v = (values * mask).detach().float().cpu().numpy()
@@ -115,7 +125,7 @@ def advantages_and_returns(rewards: torch.Tensor, values: torch.Tensor, mask: to
     adv = torch.as_tensor(adv, dtype=torch.float32, device=rewards.device) * mask
     ret = torch.as_tensor(ret, dtype=torch.float32, device=rewards.device) * mask
     if whiten:
-        adv = masked_whiten(adv, mask)
+        adv = masked_whiten(adv, mask, all_sum=all_sum)
     return adv, ret
 
 
@@ -169,7 +179,8 @@ class PPOConfig:
     The tiny profile's tuned values (a 2.6M-parameter model trained from scratch, which
     tolerates far larger steps than a pretrained 1B model) are :func:`tiny_ppo_config`'s.
 
-    - ``steps``: PPO iterations; each samples ``batch_size`` responses.
+    - ``steps``: PPO iterations; each samples ``batch_size`` responses (in each process: several
+      GPUs, launched with ``companion/accelerate_configs/multi_gpu.yaml``, train on N x ``batch_size``).
     - ``num_mini_batches`` / ``gradient_accumulation_steps``: each epoch splits the batch into
       this many minibatches (one optimizer step each), each of this many micro-batches.
     - ``num_ppo_epochs`` (4): passes over each batch; more reuse, more drift from the sampler.
@@ -190,6 +201,9 @@ class PPOConfig:
     - ``normalize_scores`` (False): rescale the reward to mean 0, std 1 on samples of the
       initial policy (Huang et al.'s first detail), measured once before training.
     - ``max_grad_norm`` (1.0), ``seed`` (0).
+    - ``output_dir`` / ``save_steps`` (None): write a checkpoint every ``save_steps`` steps into
+      ``output_dir/checkpoint-<step>``, so ``train(resume_from_checkpoint=True)`` continues a run
+      that was killed; the resumed run ends with the same numbers as an uninterrupted one.
     """
 
     steps: int = 100
@@ -215,6 +229,8 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     use_cpu: bool = False
+    output_dir: str | None = None
+    save_steps: int | None = None
 
     def __post_init__(self):
         positive = {"steps": self.steps, "batch_size": self.batch_size, "num_mini_batches": self.num_mini_batches,
@@ -238,6 +254,10 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+        if self.save_steps is not None and (int(self.save_steps) != self.save_steps or self.save_steps < 1
+                                            or not self.output_dir):
+            raise ValueError(f"save_steps must be a positive integer with an output_dir to save into, got "
+                             f"save_steps={self.save_steps!r}, output_dir={self.output_dir!r}")
 
     @property
     def mini_batch_size(self) -> int:
@@ -394,6 +414,7 @@ class PPOTrainer:
         self.judge = judge
 
         self.accelerator = Accelerator(cpu=cfg.use_cpu)
+        self._check_distributed()
         torch.manual_seed(cfg.seed)
         self.is_peft = hasattr(policy, "disable_adapter") and ref_model is None
         if ref_model is None and not self.is_peft:
@@ -413,6 +434,7 @@ class PPOTrainer:
         self.kl_coef = cfg.kl_coef
         self.score_shift, self.score_scale = 0.0, 1.0
         self.step = 0
+        self._stepped = False  # whether the current update has taken an optimizer step (for the OOM retry)
         self.history: dict[str, list] = {}
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._order = np.random.default_rng(cfg.seed).permutation(len(self.rows))[rank::world]
@@ -420,6 +442,24 @@ class PPOTrainer:
         self._generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
 
     # ----------------------------------------------------------------- input checks
+    def _check_distributed(self) -> None:
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ValueError(
+                f"PPOTrainer runs on one device or with DDP (several GPUs, each with a whole copy of the "
+                f"models), not with {kind.value}: each process samples responses of its own length with "
+                "model.generate, which sharded weights cannot do. Launch with companion/accelerate_configs/"
+                "multi_gpu.yaml, or use TRL's GRPOTrainer/RLOOTrainer for FSDP or ZeRO-3."
+            )
+
+    def _pooled(self, values: list[float]) -> list[float]:
+        """``values`` of every process together (each process has as many); alone, ``values``."""
+        if self.accelerator.num_processes == 1:
+            return values
+        return self.accelerator.gather(torch.tensor(values, device=self.accelerator.device)).tolist()
+
     @staticmethod
     def _check_reward_funcs(funcs) -> list[RewardFunc]:
         if funcs is None:
@@ -501,7 +541,8 @@ class PPOTrainer:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)))
         out = policy.generate(input_ids=queries, attention_mask=query_mask, do_sample=True,
                               temperature=cfg.temperature, top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
-                              eos_token_id=self.stop_ids, pad_token_id=pad)
+                              eos_token_id=self.stop_ids, pad_token_id=pad,
+                              **cache_kwargs(policy, len(rows)))
         responses = out[:, longest:]
         is_stop = torch.isin(responses, torch.tensor(self.stop_ids, device=dev))
         after_stop = (is_stop.long().cumsum(1) - is_stop.long()) > 0
@@ -579,15 +620,47 @@ class PPOTrainer:
         return self.score_shift, self.score_scale
 
     # ----------------------------------------------------------------- update
+    def update_with_oom_retry(self, batch: Rollout) -> dict:
+        """:meth:`update`; a GPU out-of-memory before its first optimizer step is retried with half
+        the micro-batch and twice the gradient accumulation (the same minibatch), saying so."""
+        from companion.training import _is_oom
+
+        while True:
+            generator_state = self._generator.get_state()
+            self._stepped = False
+            try:
+                return self.update(batch)
+            except BaseException as e:
+                if not _is_oom(e):
+                    raise
+                self.optimizer.zero_grad()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                cfg = self.config
+                if self._stepped or cfg.micro_batch_size < 2 or cfg.mini_batch_size % (cfg.gradient_accumulation_steps * 2):
+                    raise RuntimeError(
+                        f"out of GPU memory in the PPO update at micro-batch {cfg.micro_batch_size} "
+                        f"(gradient_accumulation_steps={cfg.gradient_accumulation_steps})"
+                        + (" after an optimizer step" if self._stepped else "")
+                        + ": lower batch_size or max_new_tokens, raise gradient_accumulation_steps, or use LoRA"
+                    ) from e
+                self.config = replace(cfg, gradient_accumulation_steps=cfg.gradient_accumulation_steps * 2)
+                self._generator.set_state(generator_state)
+                print(f"out of GPU memory at PPO micro-batch {cfg.micro_batch_size}: retrying with "
+                      f"{self.config.micro_batch_size} x {self.config.gradient_accumulation_steps} accumulation "
+                      "steps (the same minibatch)", file=sys.stderr)
+
     def update(self, batch: Rollout) -> dict:
         """Shape rewards, estimate advantages, and run ``num_ppo_epochs`` of clipped updates."""
         cfg, acc = self.config, self.accelerator
         m = batch.mask
         kl = kl_penalty(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator) * m
         rewards, non_score = shaped_rewards(batch.scores, kl, m, self.kl_coef)
+        # several processes: whiten over the global batch (each process holds batch_size of it), as one process would
+        all_sum = (lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, m, shift_mean=False)
-        advantages, returns = advantages_and_returns(rewards, batch.values, m, cfg.gamma, cfg.lam)
+            rewards = masked_whiten(rewards, m, shift_mean=False, all_sum=all_sum)
+        advantages, returns = advantages_and_returns(rewards, batch.values, m, cfg.gamma, cfg.lam, all_sum=all_sum)
 
         context = batch.queries.shape[1]
         full = torch.cat([batch.queries, batch.responses], dim=1)
@@ -621,7 +694,9 @@ class PPOTrainer:
                 if cfg.max_grad_norm:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                self._stepped = True
         self.model.eval()
+        stats = {k: self._pooled(v) for k, v in stats.items()}  # every process ran as many micro-batches
 
         def mean(x: torch.Tensor) -> float:
             return float(acc.gather(x.detach().float().reshape(-1)).mean())
@@ -651,27 +726,34 @@ class PPOTrainer:
 
     # ----------------------------------------------------------------- the loop
     def train(self, steps: int | None = None, callback: Callable[[PPOTrainer, dict], dict | None] | None = None,
-              progress: bool = True) -> dict[str, list]:
-        """Run ``steps`` PPO iterations (default ``config.steps``); returns the history.
+              progress: bool = True, resume_from_checkpoint: str | Path | bool | None = None) -> dict[str, list]:
+        """Run PPO iterations; returns the history.
 
-        ``callback(trainer, metrics)`` runs after every step and may return more metrics to
-        log (e.g. a held-out evaluation every few steps).
+        ``steps`` more iterations, or (default) until ``config.steps`` in all.
+        ``resume_from_checkpoint``: a checkpoint folder, or True for the latest one in
+        ``config.output_dir`` (none there: start from the beginning).  ``callback(trainer, metrics)``
+        runs after every step and may return more metrics to log (e.g. a held-out evaluation).
         """
         from tqdm.auto import tqdm
 
         cfg = self.config
+        if resume_from_checkpoint:
+            path = (latest_checkpoint(cfg.output_dir) if resume_from_checkpoint is True
+                    else Path(resume_from_checkpoint))
+            if path is not None:
+                self.load_checkpoint(path)
         if cfg.normalize_scores and self.step == 0 and self.score_scale == 1.0 and self.score_shift == 0.0:
             self.calibrate_scores()
-        steps = cfg.steps if steps is None else steps
+        steps = max(0, cfg.steps - self.step) if steps is None else steps
         bar = tqdm(range(steps), desc="PPO", disable=not progress or not self.accelerator.is_main_process)
         for _ in bar:
             t0 = time.time()
             batch = self.rollout(self._next_rows(cfg.batch_size))
             t1 = time.time()
-            metrics = self.update(batch)
+            metrics = self.update_with_oom_retry(batch)
             metrics["time/rollout_s"], metrics["time/update_s"] = t1 - t0, time.time() - t1
             if self.judge is not None:
-                gold = [float(x) for x in self.judge(batch.rows, batch.texts)]
+                gold = self._pooled([float(x) for x in self.judge(batch.rows, batch.texts)])
                 metrics["gold/score"] = float(np.mean(gold))
                 metrics["gold/success"] = float(np.mean([g >= 1.0 for g in gold]))
             self.step += 1
@@ -682,6 +764,8 @@ class PPOTrainer:
                 self.history.setdefault(k, []).append(v)
             self.history.setdefault("samples", []).append(batch.texts[:3])
             bar.set_postfix(score=f"{metrics['objective/scores']:.2f}", kl=f"{metrics['objective/kl']:.1f}")
+            if cfg.save_steps and self.step % cfg.save_steps == 0:
+                self.save_checkpoint(Path(cfg.output_dir) / f"checkpoint-{self.step}")
         return self.history
 
     # ----------------------------------------------------------------- checkpoints
@@ -694,11 +778,16 @@ class PPOTrainer:
             model.policy.save_pretrained(path / "policy")
             self.tokenizer.save_pretrained(path / "policy")
             critic = model.value_head if model.value_head is not None else model.value_model
-            torch.save({"critic": critic.state_dict(), "optimizer": self.optimizer.state_dict()}, path / "ppo_state.pt")
+            torch.save({"critic": critic.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "generator": self._generator.get_state(), "torch_rng": torch.get_rng_state()},
+                       path / "ppo_state.pt")
             state = {"step": self.step, "kl_coef": self.kl_coef, "score_shift": self.score_shift,
                      "score_scale": self.score_scale, "cursor": self._cursor, "config": asdict(self.config),
                      "history": self.history}
-            (path / "trainer_state.json").write_text(json.dumps(state, default=float))
+            tmp = path / "trainer_state.json.tmp"  # written last and renamed: a checkpoint with it is complete
+            tmp.write_text(json.dumps(state, default=float))
+            tmp.replace(path / "trainer_state.json")
+        self.accelerator.wait_for_everyone()  # no process reads the checkpoint before it is complete
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -725,5 +814,17 @@ class PPOTrainer:
         self.step, self.kl_coef = state["step"], state["kl_coef"]
         self.score_shift, self.score_scale, self._cursor = state["score_shift"], state["score_scale"], state["cursor"]
         self.history = state["history"]
+        if "generator" in saved:
+            self._generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
         if self.kl_ctl is not None:
             self.kl_ctl.value = self.kl_coef
+
+
+def latest_checkpoint(output_dir: str | Path | None) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir`` (None if there is none)."""
+    if output_dir is None or not Path(output_dir).is_dir():
+        return None
+    done = [d for d in Path(output_dir).glob("checkpoint-*")
+            if d.name.split("-")[-1].isdigit() and (d / "trainer_state.json").is_file()]
+    return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)

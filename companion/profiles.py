@@ -41,6 +41,11 @@ class Profile:
     pretrain_steps: int = 600
     learning_rate: float = 3e-3
     bf16: bool = False
+    # The seed of every stage's training (0: the book's runs).
+    seed: int = 0
+    # Per-stage overrides of the book's sizes, e.g. {"base": {"max_steps": 600}, "ppo": {"steps": 8}}
+    # (``companion pipeline --size base.max_steps=600``); see ``companion.pipeline.stage_sizes``.
+    sizes: dict = field(default_factory=dict)
 
     @property
     def is_tiny(self) -> bool:
@@ -80,20 +85,30 @@ def cpu_has_fast_bf16() -> bool:
     """True on CPUs with bfloat16 matrix instructions (Intel AMX or AVX512-BF16).
 
     There, bf16 autocast makes the tiny model's training about 1.5x faster (measured on a
-    2-core Xeon with AMX); elsewhere bf16 on a CPU is emulated and slower, so we keep fp32.
-    ``COMPANION_BF16=0`` or ``=1`` overrides the detection.
+    2-core Xeon with AMX); elsewhere bf16 on a CPU is emulated and slower.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def tiny_bf16() -> bool:
+    """Whether the tiny profile trains with bf16 autocast: where :func:`cpu_has_fast_bf16` is True.
+
+    ``COMPANION_BF16=0`` (float32) or ``=1`` (bf16) overrides the detection.  bf16 rounds
+    differently, so a run on such a CPU takes another trajectory than a float32 run (and float32
+    runs differ a little between processors too).  The chapters print the numbers they measured;
+    their asserts were set on float32 runs (CI's processors have no fast bf16).
     """
     forced = os.environ.get("COMPANION_BF16")
     if forced:
         if forced not in ("0", "1"):
             raise ValueError(f"COMPANION_BF16 must be 0 or 1 (or unset to detect), got {forced!r}")
         return forced == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:  # not Linux: stay with fp32
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return cpu_has_fast_bf16()
 
 
 def _cuda_available() -> bool:
@@ -120,7 +135,7 @@ def profile(name: str | None = None) -> Profile:
         )
     p = TINY if chosen == "tiny" else GPU
     if p.name == "tiny":
-        p = replace(p, bf16=cpu_has_fast_bf16())
+        p = replace(p, bf16=tiny_bf16())
     elif p.name == "gpu" and not _cuda_available():
         # The gpu profile's code path still runs on CPU (tests, offline checks).
         p = replace(p, device="cpu", bf16=False)

@@ -48,7 +48,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.training import runtime_args, train_with_oom_retry, trained_model
+from companion.training import runtime_args, save_local_copy, train_with_oom_retry, trained_model
 
 Tiers = list[list[str]]  # a ranking: groups of tied answer ids, best group first
 
@@ -317,7 +317,7 @@ def reward_model_from_causal_lm(model: PreTrainedModel | str, tokenizer, seed: i
     with tempfile.TemporaryDirectory() as tmp:
         path = model
         if not isinstance(model, str | Path):
-            model.save_pretrained(tmp)
+            save_local_copy(model, tmp)  # every process its own copy (multi-GPU runs)
             path = tmp
         rm = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
@@ -498,7 +498,8 @@ class RewardResult:
 
 
 def train_reward_model(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | None = None,
-                       args: RewardConfig | None = None) -> RewardResult:
+                       args: RewardConfig | None = None, callbacks=None,
+                       resume_from_checkpoint: str | bool | None = None) -> RewardResult:
     """Train a reward model on preference pairs with TRL's ``RewardTrainer``.
 
     ``model`` is a sequence-classification model with ``num_labels=1`` (see
@@ -506,7 +507,8 @@ def train_reward_model(model, tokenizer, train_dataset: Dataset, eval_dataset: D
     The data is a preference dataset (``prompt``/``chosen``/``rejected``, plain or
     conversational) or already tokenized (``chosen_ids``/``rejected_ids``, see
     :func:`tokenize_preferences`).  ``history`` has the logged loss/accuracy and, with an
-    eval set, the held-out loss and accuracy after training.
+    eval set, the held-out loss and accuracy after training.  ``resume_from_checkpoint=True``
+    continues a killed run (see :func:`companion.training.resume_checkpoint`).
     """
     check_preference_dataset(train_dataset)
     if eval_dataset is not None:
@@ -518,10 +520,10 @@ def train_reward_model(model, tokenizer, train_dataset: Dataset, eval_dataset: D
         eval_dataset = eval_dataset.remove_columns([c for c in eval_dataset.column_names if c not in keep])
     def make(a):
         return RewardTrainer(model=model, args=a, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                             processing_class=tokenizer)
+                             processing_class=tokenizer, callbacks=callbacks)
 
     start = time.perf_counter()
-    trainer, args = train_with_oom_retry(make, args)
+    trainer, args = train_with_oom_retry(make, args, resume_from_checkpoint=resume_from_checkpoint)
     logs = trainer.state.log_history
     seconds = next((r["train_runtime"] for r in reversed(logs) if "train_runtime" in r), time.perf_counter() - start)
     history = {"train_steps": [r["step"] for r in logs if "loss" in r],

@@ -3,17 +3,23 @@
     companion pipeline --profile tiny --align dpo            # tokenizer -> base -> SFT -> RM -> DPO -> report
     companion pipeline --align both --rebuild sft            # retrain SFT and every stage after it
     companion pipeline --dry-run                             # the plan and its estimated time, no training
+    companion pipeline --seed 1 --size base.max_steps=600 --size ppo.steps=8   # your own variant
 
 Each stage is a cached artifact (``companion.artifacts``), so a run that was interrupted
-resumes at the first stage that is missing.  The report (``report.json``, ``report.md``,
+resumes at the first stage that is missing.  The book's recipe shares the chapters' cache; a
+run with another ``--seed`` or any ``--size`` keeps its own cache inside the output folder,
+so the book's artifacts are never overwritten.  The report (``report.json``, ``report.md``,
 plots and sample transcripts) goes into the output folder.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ALIGN_CHOICES = {"ppo": ("ppo",), "dpo": ("dpo",), "rlaif": ("rlaif",), "both": ("ppo", "dpo"),
@@ -37,6 +43,8 @@ class PipelineConfig:
     eval_prompts: int = 250
     transcripts: int = 3
     dry_run: bool = False
+    seed: int = 0  # the seed of every stage's training (0: the book's runs)
+    sizes: dict = field(default_factory=dict)  # {stage: {setting: value}}, see parse_sizes
     stages: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -52,6 +60,42 @@ class PipelineConfig:
                              f"{list(self.stages)}")
         if not 1 <= self.eval_prompts <= 254:
             raise ValueError(f"eval_prompts must be between 1 and the 254 held-out prompts, got {self.eval_prompts}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.sizes = {stage: dict(values) for stage, values in self.sizes.items()}
+        for stage, values in self.sizes.items():
+            if stage not in self.stages or stage == "tokenizer":
+                raise ValueError(f"--size {stage}.…: {stage!r} is not a trained stage of this run; its stages are "
+                                 f"{list(self.stages[1:])}")
+            from companion.pipeline import size_keys
+
+            known = size_keys(stage)
+            for key in values:
+                if key not in known:
+                    close = sorted(k for k in known if key.split("_")[0] in k)[:6]
+                    raise ValueError(f"--size {stage}.{key}: {stage} has no setting {key!r}"
+                                     + (f"; did you mean one of {close}?" if close else ""))
+
+    @property
+    def custom(self) -> bool:
+        """True when the run differs from the book's recipe (another seed or any size)."""
+        return self.seed != 0 or any(self.sizes.values())
+
+
+def parse_sizes(items: list[str]) -> dict:
+    """``["base.max_steps=600", "ppo.kl_coef=0.1"]`` -> ``{"base": {"max_steps": 600}, "ppo": {"kl_coef": 0.1}}``."""
+    sizes: dict = {}
+    for item in items:
+        target, eq, raw = item.partition("=")
+        stage, dot, key = target.partition(".")
+        if not (eq and dot and stage and key and raw):
+            raise ValueError(f"--size {item!r} must look like STAGE.SETTING=VALUE, e.g. base.max_steps=600")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a word, e.g. ppo.kl_estimator=k3
+        sizes.setdefault(stage, {})[key] = value
+    return sizes
 
 
 def downstream(stage: str, stages: tuple[str, ...]) -> list[str]:
@@ -63,12 +107,33 @@ def downstream(stage: str, stages: tuple[str, ...]) -> list[str]:
     return [s for s in stages if s in out]
 
 
-def plan(cfg: PipelineConfig) -> list[dict]:
-    """One row per stage: whether it is cached or will be built, and an estimate of its time."""
-    from companion import artifacts, pipeline
+def run_profile(cfg: PipelineConfig):
+    """The profile the stages are built with: ``cfg.profile`` with the run's seed and sizes."""
     from companion.profiles import profile as get_profile
 
-    p = get_profile(cfg.profile)
+    return replace(get_profile(cfg.profile), seed=cfg.seed, sizes=cfg.sizes)
+
+
+def _estimate(stage: str, p) -> float | None:
+    """Seconds ``stage`` takes from scratch on a 2-core CPU, or None when unknown (another profile or sizes)."""
+    if not p.is_tiny:
+        return None
+    sizes = p.sizes.get(stage, {})
+    if stage == "base" and set(sizes) <= {"max_steps"}:
+        return TINY_SECONDS["base"] * sizes.get("max_steps", p.pretrain_steps) / p.pretrain_steps
+    return None if sizes else TINY_SECONDS[stage]
+
+
+def plan(cfg: PipelineConfig) -> list[dict]:
+    """One row per stage: whether it is cached or will be built, and an estimate of its time."""
+    with run_cache(replace(cfg, dry_run=True)):  # a run with its own seed or sizes: what its own cache holds
+        return _plan_rows(cfg)
+
+
+def _plan_rows(cfg: PipelineConfig) -> list[dict]:
+    from companion import artifacts, pipeline
+
+    p = run_profile(cfg)
     rebuild = set(downstream(cfg.rebuild, cfg.stages)) if cfg.rebuild else set()
     rows = []
     for s in cfg.stages:
@@ -81,7 +146,7 @@ def plan(cfg: PipelineConfig) -> list[dict]:
             fresh = artifacts.exists(s, p.name) and (
                 recipe is None or artifacts.metadata(s, p.name).get("recipe") == recipe)
             status = "cached" if fresh else "build"
-        estimate = TINY_SECONDS[s] if p.is_tiny and status in ("build", "rebuild") else (0 if status != "build" else None)
+        estimate = _estimate(s, p) if status in ("build", "rebuild") else 0
         rows.append({"stage": s, "status": status, "estimate_s": estimate})
     return rows
 
@@ -103,28 +168,60 @@ def format_plan(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _check_output(out: Path, profile_name: str) -> None:
+def _check_output(out: Path, profile_name: str, cfg: PipelineConfig | None = None) -> None:
     report = out / "report.json"
     if report.is_file():
         other = json.loads(report.read_text()).get("profile")
         if other != profile_name:
             raise ValueError(f"{out} holds a run of the {other!r} profile, not {profile_name!r}: choose another "
                              f"--output folder or delete that one")
+    settings = out / "cache" / "settings.json"
+    if cfg is not None and cfg.custom and settings.is_file():
+        before = json.loads(settings.read_text())
+        if before != {"seed": cfg.seed, "sizes": cfg.sizes}:
+            raise ValueError(f"{out} caches stages trained with {before}, not seed={cfg.seed} sizes={cfg.sizes}: "
+                             f"choose another --output folder, or delete {out / 'cache'}")
+
+
+@contextmanager
+def run_cache(cfg: PipelineConfig):
+    """The artifact cache of the run: the book's, or (another seed or sizes) the output folder's own."""
+    from companion import artifacts
+
+    if not cfg.custom:
+        yield artifacts.cache_root()
+        return
+    cache = (Path(cfg.output_dir) / "cache").resolve()
+    if not cfg.dry_run:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "settings.json").write_text(json.dumps({"seed": cfg.seed, "sizes": cfg.sizes}))
+    before = os.environ.get(artifacts.CACHE_ENV)
+    os.environ[artifacts.CACHE_ENV] = str(cache)
+    try:
+        yield cache
+    finally:
+        if before is None:
+            os.environ.pop(artifacts.CACHE_ENV, None)
+        else:
+            os.environ[artifacts.CACHE_ENV] = before
 
 
 def run(cfg: PipelineConfig) -> dict:
     """Run (or resume) the pipeline, evaluate its models on held-out prompts, and write the report."""
-    import os
+    os.environ["COMPANION_PROFILE"] = cfg.profile  # the builders of every stage read the active profile
+    p = run_profile(cfg)
+    out = Path(cfg.output_dir)
+    _check_output(out, p.name, cfg)
+    with run_cache(cfg) as cache:
+        print(f"artifact cache: {cache}")
+        return _run(cfg, p, out)
 
+
+def _run(cfg: PipelineConfig, p, out: Path) -> dict:
     from tqdm.auto import tqdm
 
     from companion import pipeline
-    from companion.profiles import profile as get_profile
 
-    os.environ["COMPANION_PROFILE"] = cfg.profile  # the builders of every stage read the active profile
-    p = get_profile(cfg.profile)
-    out = Path(cfg.output_dir)
-    _check_output(out, p.name)
     rows = plan(cfg)
     print(format_plan(rows))
     if cfg.dry_run:

@@ -32,6 +32,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
+from companion.sampling import cache_kwargs
 from companion.tokenizer import chat_stop_ids
 from companion.training import runtime_args, train_with_oom_retry, trained_model
 
@@ -104,7 +105,7 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
     * ``max_steps``: 150 tiny (about 3 epochs of the tiny world's 734 demonstrations at batch 16) and 1000 gpu.
     * ``lr_scheduler_type="cosine"`` with a short warmup: the standard fine-tuning schedule.
     * ``gradient_checkpointing`` only on a GPU; ``bf16`` where the hardware has fast bfloat16
-      (a GPU, or a CPU with AMX/AVX512-BF16: see ``profiles.cpu_has_fast_bf16``).
+      (a GPU, or a CPU with AMX/AVX512-BF16: see ``profiles.tiny_bf16``; ``COMPANION_BF16`` overrides).
     * no checkpoints, no external loggers: the trained model is saved by the caller
       (see ``pipeline.sft_model``).
     """
@@ -200,13 +201,16 @@ def _param_counts(model) -> tuple[int, int]:
 
 def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | None = None,
               args: SFTConfig | None = None, peft_config: LoraConfig | None = None,
-              logits_loss: bool | None = None) -> SFTResult:
+              logits_loss: bool | None = None, callbacks=None,
+              resume_from_checkpoint: str | bool | None = None) -> SFTResult:
     """Fine-tune ``model`` on conversational data with TRL's ``SFTTrainer``.
 
     With ``peft_config`` the trainer wraps the model in LoRA adapters (the returned
     model is a ``PeftModel``; see :func:`merge_lora`).  ``history`` holds the logged
     training loss and, with an eval set, the held-out loss before and after training.
     ``logits_loss`` picks :class:`LogitsLossSFTTrainer` (default: on CPU only).
+    ``resume_from_checkpoint=True`` continues a killed run from its latest checkpoint
+    (``save_strategy="steps"`` in ``args``; see :func:`companion.training.resume_checkpoint`).
     """
     args = args or sft_config()
     if args.assistant_only_loss:
@@ -223,13 +227,14 @@ def train_sft(model, tokenizer, train_dataset: Dataset, eval_dataset: Dataset | 
 
     def make(a):
         trainer = trainer_class(model=model, args=a, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                                processing_class=tokenizer, peft_config=peft_config)
+                                processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         if eval_dataset is not None and "eval_loss_before" not in history:
             history["eval_loss_before"] = trainer.evaluate()["eval_loss"]
         return trainer
 
     start = time.perf_counter()
-    trainer, args = train_with_oom_retry(make, args, retry=peft_config is None)
+    trainer, args = train_with_oom_retry(make, args, retry=peft_config is None,
+                                         resume_from_checkpoint=resume_from_checkpoint)
     logs = trainer.state.log_history
     seconds = next((r["train_runtime"] for r in reversed(logs) if "train_runtime" in r), time.perf_counter() - start)
     trainable, total = _param_counts(trainer.model)
@@ -308,7 +313,7 @@ def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_to
             options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                            temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
                            eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-            gen = model.generate(**enc, **{**options, **generate_kwargs})
+            gen = model.generate(**enc, **{**options, **cache_kwargs(model, len(texts)), **generate_kwargs})
             new = gen[:, enc["input_ids"].shape[1]:]
             out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:

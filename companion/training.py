@@ -26,8 +26,8 @@ def runtime_args(p: Profile) -> dict:
         gradient_checkpointing=gpu,
         bf16=p.bf16,
         use_cpu=not gpu,
-        seed=0,
-        data_seed=0,
+        seed=p.seed,
+        data_seed=p.seed,
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
@@ -87,15 +87,53 @@ def plain_model(trainer):
     return model
 
 
+def save_local_copy(model, path) -> None:
+    """``model.save_pretrained(path)`` in this process, whatever its rank (a private temporary copy).
+
+    Once torch.distributed is initialized (a TRL config does it under ``accelerate launch`` or
+    torchrun), transformers 5 writes on rank 0 only, as if every process shared the folder; the
+    other processes would then read an empty folder.  Alone in one process this is ``save_pretrained``.
+    """
+    model.__dict__["should_save_on_this_rank"] = lambda is_main_process: is_main_process
+    try:
+        model.save_pretrained(path)
+    finally:
+        model.__dict__.pop("should_save_on_this_rank", None)
+
+
 def _is_oom(error: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", ())
     return isinstance(error, oom) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
-def train_with_oom_retry(make_trainer, args, min_batch: int = 1, retry: bool = True):
+def resume_checkpoint(output_dir: str | None, resume: str | bool | None) -> str | None:
+    """The checkpoint a TRL/transformers run resumes from.
+
+    ``resume``: None/False (start fresh), True (the latest ``checkpoint-*`` in ``output_dir``, or a
+    fresh start when there is none yet: the same call works for the first run and the rerun after a
+    kill), or a checkpoint folder.  Checkpoints are written with ``save_strategy="steps"`` and
+    ``save_steps`` in the config.
+    """
+    from pathlib import Path
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume:
+        return None
+    if resume is True:
+        return get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a folder; pass a checkpoint-<step> "
+                                "folder of an earlier run, or True for the latest one in its output_dir")
+    return str(resume)
+
+
+def train_with_oom_retry(make_trainer, args, min_batch: int = 1, retry: bool = True,
+                         resume_from_checkpoint: str | bool | None = None):
     """Build a trainer with ``make_trainer(args)`` and train it; on a GPU out-of-memory before the
     first optimizer step, halve the micro-batch, double the gradient accumulation (the same
     effective batch) and try again, saying so.  Returns ``(trainer, args)`` of the run that finished.
+    ``resume_from_checkpoint`` is read by :func:`resume_checkpoint`.
 
     An out-of-memory after training has started (the weights have moved; a restart would not be
     the same run), or with ``retry=False`` (e.g. LoRA, whose adapters the first trainer already
@@ -107,7 +145,8 @@ def train_with_oom_retry(make_trainer, args, min_batch: int = 1, retry: bool = T
     while True:
         trainer = make_trainer(args)
         try:
-            trainer.train()
+            resume = resume_checkpoint(getattr(args, "output_dir", None), resume_from_checkpoint)
+            trainer.train(**({"resume_from_checkpoint": resume} if resume else {}))
             return trainer, args
         except BaseException as e:
             if not _is_oom(e):

@@ -38,9 +38,12 @@ def test_notebook_is_committed_clean_and_colab_ready(path: Path):
 
 
 def test_every_toc_entry_exists():
-    missing = [f for f in toc_files() if not any((ROOT / f).with_suffix(s).exists() for s in (".ipynb", ".md"))]
+    def exists(f: str, suffix: str) -> bool:  # not with_suffix: book/api/companion.data.loader has dots
+        return (ROOT / f"{f}{suffix}").exists()
+
+    missing = [f for f in toc_files() if not any(exists(f, s) for s in (".ipynb", ".md"))]
     assert not missing, f"_toc.yml lists files that do not exist: {missing}"
-    doubles = [f for f in toc_files() if (ROOT / f).with_suffix(".ipynb").exists() and (ROOT / f).with_suffix(".md").exists()]
+    doubles = [f for f in toc_files() if exists(f, ".ipynb") and exists(f, ".md")]
     assert not doubles, f"both a .md and an .ipynb exist for {doubles}: delete the placeholder"
 
 
@@ -51,3 +54,41 @@ def test_colab_cell_is_a_no_op_outside_colab():
                     flags=re.MULTILINE)
     assert "AssertionError" in python
     exec(compile(python, "colab-cell", "exec"), {})  # no google.colab here: nothing is installed
+
+
+def test_every_companion_module_has_an_api_page_in_the_toc_and_the_index():
+    import pkgutil
+
+    import companion
+
+    modules = sorted(m.name for m in pkgutil.walk_packages(companion.__path__, "companion.")
+                     if not m.name.endswith("__main__"))
+    pages = sorted(p.stem for p in (ROOT / "book" / "api").glob("companion*.md"))
+    assert pages == modules, f"API pages out of date: missing {set(modules) - set(pages)}, stale {set(pages) - set(modules)}"
+    toc, index = toc_files(), (ROOT / "book" / "api" / "index.md").read_text()
+    for m in modules:
+        assert f"book/api/{m}" in toc, f"book/api/{m}.md is not listed in _toc.yml"
+        assert f"{{doc}}`{m} <{m}>`" in index, f"{m} is missing from the table in book/api/index.md"
+        page = (ROOT / "book" / "api" / f"{m}.md").read_text()
+        assert f".. automodule:: {m}\n" in page, f"book/api/{m}.md does not document {m}"
+
+
+def test_the_package_docstring_names_only_real_modules():
+    import pkgutil
+
+    import companion
+
+    modules = {m.name for m in pkgutil.iter_modules(companion.__path__)}
+    listed = companion.__doc__.split("not by chapter:")[1].split("(")[0]
+    names = [n.strip() for n in listed.replace("\n", " ").split(",")]
+    assert len(names) > 10 and all(names)
+    assert not set(names) - modules, f"companion/__init__.py names modules that do not exist: {set(names) - modules}"
+
+
+def test_chapter_titles_carry_their_numbers():
+    for path in NOTEBOOKS:
+        number = path.name.split("_")[0]
+        if number == "00":
+            continue  # the preface
+        title = "".join(json.loads(path.read_text())["cells"][0]["source"]).splitlines()[0]
+        assert title.startswith(f"# {int(number)}. "), f"{path.name}: title {title!r} should start with '# {int(number)}. '"

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from companion import describe, profile
@@ -22,7 +20,7 @@ def test_default_is_tiny_without_cuda(monkeypatch):
     assert profile() == TINY
 
 
-def test_tiny_profile_uses_bf16_where_the_cpu_has_it(monkeypatch):
+def test_tiny_profile_uses_bf16_where_the_cpu_has_it_unless_told(monkeypatch):
     for forced, expected in (("0", False), ("1", True)):
         monkeypatch.setenv("COMPANION_BF16", forced)
         assert profile("tiny").bf16 is expected
@@ -30,9 +28,9 @@ def test_tiny_profile_uses_bf16_where_the_cpu_has_it(monkeypatch):
     with pytest.raises(ValueError, match="COMPANION_BF16 must be 0 or 1"):
         profile("tiny")
     monkeypatch.delenv("COMPANION_BF16", raising=False)
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    assert profile("tiny").bf16 == ("amx_bf16" in flags or "avx512_bf16" in flags)
+    for fast in (True, False):
+        monkeypatch.setattr("companion.profiles.cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert profile("tiny").bf16 is fast
 
 
 def test_default_is_gpu_with_cuda(monkeypatch):

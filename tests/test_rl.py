@@ -132,6 +132,14 @@ def test_gae_hand_computed_example():
     np.testing.assert_allclose(ret, [2.4112, 1.71, 2.0])
 
 
+@pytest.mark.parametrize("gamma", [-0.1, 1.5, float("nan")])
+def test_td_errors_and_gae_reject_gamma_outside_0_1(gamma):
+    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\], got"):
+        td_errors([1.0, 0.0], [0.5, 0.5], gamma=gamma)
+    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\], got"):
+        gae([1.0, 0.0], [0.5, 0.5], gamma=gamma)
+
+
 def test_gae_limits_are_td_and_monte_carlo():
     rng = np.random.default_rng(0)
     r, v = rng.normal(size=6), rng.normal(size=6)

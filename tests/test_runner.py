@@ -21,12 +21,14 @@ class Killed(Exception):
 @pytest.fixture
 def fake_pipeline(monkeypatch):
     built = []
+    seeds = []  # (stage, seed, sizes) each stage was built with
     kill_after = {"stage": None}
 
     def make(stage):
         def build(p=None, rebuild=False):
             def save(out):
                 built.append(stage)
+                seeds.append((stage, p.seed if p else None, dict(p.sizes.get(stage, {})) if p else None))
                 (out / "weights.txt").write_text(stage)
                 return {"train_seconds": 1.0}
 
@@ -55,11 +57,11 @@ def fake_pipeline(monkeypatch):
         return rows
 
     monkeypatch.setattr(evaluation, "compare_policies", compare)
-    return built, kill_after
+    return built, kill_after, seeds
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(fake_pipeline, capsys, tmp_path):
-    built, _ = fake_pipeline
+    built, _, _ = fake_pipeline
     out = runner.run(runner.PipelineConfig(align="both", output_dir=str(tmp_path / "run"), dry_run=True))
     assert built == [] and not (tmp_path / "run").exists()
     assert [r["stage"] for r in out["plan"]] == ["tokenizer", "base", "sft", "reward", "ppo", "dpo"]
@@ -69,7 +71,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(fake_pipeline, capsys, tmp_p
 
 
 def test_a_killed_run_resumes_at_the_first_missing_stage_and_reports_the_same(fake_pipeline, tmp_path):
-    built, kill_after = fake_pipeline
+    built, kill_after, _ = fake_pipeline
     kill_after["stage"] = "sft"
     with pytest.raises(Killed):
         runner.run(runner.PipelineConfig(align="dpo", output_dir=str(tmp_path / "a")))
@@ -88,7 +90,7 @@ def test_a_killed_run_resumes_at_the_first_missing_stage_and_reports_the_same(fa
 
 
 def test_rebuild_retrains_the_stage_and_everything_downstream(fake_pipeline, tmp_path):
-    built, _ = fake_pipeline
+    built, _, _ = fake_pipeline
     runner.run(runner.PipelineConfig(align="all", output_dir=str(tmp_path / "r")))
     built.clear()
     rows = runner.plan(runner.PipelineConfig(align="all", rebuild="sft"))
@@ -117,3 +119,71 @@ def test_an_output_folder_of_another_profile_is_refused(fake_pipeline, tmp_path,
     assert cli.main(["pipeline", "--profile", "tiny", "--output", str(out)]) == 2
     assert "holds a run of the 'gpu' profile" in capsys.readouterr().err
     assert cli.main(["pipeline", "--align", "nope", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_sizes_parse_and_bad_sizes_are_clear_errors():
+    assert runner.parse_sizes(["base.max_steps=600", "ppo.kl_coef=0.1", "ppo.kl_estimator=k3"]) == {
+        "base": {"max_steps": 600}, "ppo": {"kl_coef": 0.1, "kl_estimator": "k3"}}
+    with pytest.raises(ValueError, match="must look like STAGE.SETTING=VALUE"):
+        runner.parse_sizes(["base=600"])
+    with pytest.raises(ValueError, match="'ppo' is not a trained stage of this run"):
+        runner.PipelineConfig(align="dpo", sizes={"ppo": {"steps": 4}})
+    with pytest.raises(ValueError, match="base has no setting 'max_step'; did you mean one of"):
+        runner.PipelineConfig(sizes={"base": {"max_step": 4}})
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        runner.PipelineConfig(seed=-1)
+    assert not runner.PipelineConfig().custom and runner.PipelineConfig(seed=2).custom
+
+
+def test_seed_and_sizes_reach_the_builders_and_keep_their_own_cache(fake_pipeline, tmp_path, capsys):
+    _, _, built_with = fake_pipeline
+    book_cache = artifacts.cache_root()
+    cfg = runner.PipelineConfig(align="dpo", output_dir=str(tmp_path / "mine"), seed=3,
+                                sizes={"base": {"max_steps": 600}, "dpo": {"beta": 0.2}})
+    rows = runner.run(cfg)
+    assert artifacts.cache_root() == book_cache and not artifacts.list_artifacts()  # the book's cache untouched
+    run_cache = tmp_path / "mine" / "cache"
+    assert (run_cache / "tiny" / "dpo").is_dir() and json.loads((run_cache / "settings.json").read_text())["seed"] == 3
+    seeds = {s: (seed, sizes) for s, seed, sizes in built_with}
+    assert seeds["base"] == (3, {"max_steps": 600}) and seeds["dpo"] == (3, {"beta": 0.2}) and seeds["sft"] == (3, {})
+    assert rows["stages"]["base"]["status"] == "build"
+    again = runner.run(cfg)  # resumes from its own cache
+    assert all(s["status"] == "cached" for s in again["stages"].values())
+    with pytest.raises(ValueError, match="caches stages trained with"):
+        runner.run(runner.PipelineConfig(align="dpo", output_dir=str(tmp_path / "mine"), seed=4))
+    assert cli.main(["pipeline", "--output", str(tmp_path / "x"), "--size", "base.nope=1"]) == 2
+    assert "base has no setting 'nope'" in capsys.readouterr().err
+
+
+def test_the_plan_scales_the_pretraining_estimate_with_its_steps(fake_pipeline, tmp_path):
+    short = runner.plan(runner.PipelineConfig(sizes={"base": {"max_steps": 600}}, output_dir=str(tmp_path / "s")))
+    book = runner.plan(runner.PipelineConfig(output_dir=str(tmp_path / "b")))
+    est = {r["stage"]: r["estimate_s"] for r in short}
+    assert est["base"] == pytest.approx({r["stage"]: r["estimate_s"] for r in book}["base"] / 2)
+    unknown = runner.plan(runner.PipelineConfig(sizes={"sft": {"max_steps": 10}}, output_dir=str(tmp_path / "u")))
+    assert {r["stage"]: r["estimate_s"] for r in unknown}["sft"] is None
+    runner.run(runner.PipelineConfig(output_dir=str(tmp_path / "book")))  # the book's recipe, the shared cache
+    assert all(r["status"] == "cached" for r in runner.plan(runner.PipelineConfig(output_dir=str(tmp_path / "b"))))
+    variant = runner.plan(runner.PipelineConfig(seed=1, output_dir=str(tmp_path / "v")))
+    assert all(r["status"] == "build" for r in variant) and not (tmp_path / "v").exists()  # its own, empty cache
+
+
+def test_stage_sizes_change_the_book_recipes():
+    from dataclasses import replace
+
+    from companion.profiles import profile
+
+    p = replace(profile("tiny"), seed=2, sizes={"base": {"max_steps": 300, "learning_rate": 1e-3},
+                                                "reward": {"train_prompts": 16, "learning_rate": 5e-4},
+                                                "dpo": {"prompts": 8, "beta": 0.3}})
+    cfg = pipeline.base_config(p)
+    assert (cfg.max_steps, cfg.warmup_steps, cfg.learning_rate, cfg.seed) == (300, 30, 1e-3, 2)
+    book = pipeline.base_config(profile("tiny"))
+    assert (book.max_steps, book.warmup_steps, book.seed) == (1200, 120, 0)
+    assert pipeline.reward_sizes(p)["train_prompts"] == 16 and "learning_rate" not in pipeline.reward_sizes(p)
+    assert pipeline.dpo_sizes(p) == {"prompts": 8, "answers": 4}
+    from companion.training import runtime_args
+
+    assert runtime_args(p)["seed"] == 2 and runtime_args(profile("tiny"))["seed"] == 0
+    with pytest.raises(ValueError, match="stage 'tokenizer' has no sizes"):
+        pipeline.size_keys("tokenizer")

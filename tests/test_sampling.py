@@ -191,3 +191,20 @@ def test_causal_lm_token_logprobs_cover_every_token_once(tiny_lm):
     assert torch.allclose(short[1], full[1])  # fits in one window: identical
     ppl = causal_lm_perplexity(model, seqs, 0, 0)
     assert ppl == pytest.approx(math.exp(-torch.cat(full).mean().item()), rel=1e-5)
+
+
+def test_causal_lm_token_logprobs_window_defaults_to_the_model_context(tiny_lm):
+    from companion.neural_lm import causal_lm_token_logprobs
+
+    model, _ = tiny_lm
+    seqs = [list(range(5, 25))]
+    context = model.config.max_position_embeddings
+    default = causal_lm_token_logprobs(model, seqs, bos_id=0, eos_id=0)
+    assert torch.equal(default[0], causal_lm_token_logprobs(model, seqs, 0, 0, context_length=context)[0])
+    with pytest.raises(ValueError, match="context_length must be >= 2.*got 1; pass context_length=None"):
+        causal_lm_token_logprobs(model, seqs, 0, 0, context_length=1)
+    with pytest.raises(ValueError, match=f"context_length={context + 1} is longer than the model's "
+                                         f"max_position_embeddings={context}; pass context_length={context}"):
+        causal_lm_token_logprobs(model, seqs, 0, 0, context_length=context + 1)
+    with pytest.raises(TypeError, match="context_length must be an integer"):
+        causal_lm_token_logprobs(model, seqs, 0, 0, context_length=8.0)

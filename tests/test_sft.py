@@ -179,3 +179,15 @@ def test_train_sft_picks_the_logits_loss_trainer_on_cpu(small_tokenizer, tiny_mo
     assert type(res.trainer) is sft.LogitsLossSFTTrainer
     res = sft.train_sft(tiny_model, small_tokenizer, _data(), args=_args(tmp_path, max_steps=1), logits_loss=False)
     assert type(res.trainer) is sft.SFTTrainer
+
+
+def test_a_static_cache_writes_the_same_answers_as_the_default_cache(small_tokenizer, tiny_model):
+    from companion.sampling import cache_kwargs
+
+    assert cache_kwargs(tiny_model, 32) == {"cache_implementation": "static"} and cache_kwargs(tiny_model, 16) == {}
+    convs = [[{"role": "user", "content": f"Tell a story about {w}."}] for w in ("Lily", "a dog", "Max", "the sun")] * 8
+    default = sft.chat_responses(tiny_model, small_tokenizer, convs, max_new_tokens=20, batch_size=32,
+                                 cache_implementation="dynamic", suppress_tokens=[0, 1, 2, 3])
+    static = sft.chat_responses(tiny_model, small_tokenizer, convs, max_new_tokens=20, batch_size=32,
+                                suppress_tokens=[0, 1, 2, 3])  # no special tokens: text
+    assert static == default

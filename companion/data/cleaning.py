@@ -76,7 +76,7 @@ def shingles(text: str, n: int = 5) -> set[str]:
 
 
 def jaccard(a: set, b: set) -> float:
-    """|a & b| / |a | b| (1.0 for two empty sets)."""
+    """Jaccard similarity ``len(a & b) / len(a | b)`` (1.0 for two empty sets)."""
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)

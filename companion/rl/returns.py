@@ -42,6 +42,8 @@ def discounted_returns(rewards, gamma: float = 1.0, dones=None, last_value: floa
 
 def td_errors(rewards, values, gamma: float = 1.0, dones=None, last_value: float = 0.0) -> np.ndarray:
     """delta_t = r_t + gamma * (1 - done_t) * V(s_{t+1}) - V(s_t)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     r, d = _check(rewards, dones)
     v = np.asarray(values, dtype=float)
     if v.shape != r.shape:

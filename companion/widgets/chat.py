@@ -1,13 +1,16 @@
 """Chat side by side: the same prompt to every stage's model, in Jupyter and in the static book.
 
 The answers are generated in Python (greedy, so they are reproducible) and embedded in the
-page; the browser only switches between prompts.  With a kernel, :func:`ask` asks the live
-models a new question.
+page; the browser switches between prompts.  Its Ask box runs the models exported by
+``companion export-web`` in the reader's browser (``static/chat_onnx.js``, onnxruntime-web)
+where the rendered book ships them in ``_static/chat/``; elsewhere (Jupyter) it keeps the
+recorded answers and says that :func:`ask` asks the live models a new question.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping, Sequence
 
 from companion.widgets.html import js_widget
@@ -46,11 +49,25 @@ function show() {
 }
 sel.addEventListener('change', show);
 show();
+function wire() {
+  if (window.CompanionChat) { window.CompanionChat.attach(root); return; }
+  root.querySelector('.cw-question').disabled = root.querySelector('.cw-ask').disabled = true;
+  root.querySelector('.cw-note').textContent = NO_PAGE_MODELS;
+}
+if (window.CompanionChat || document.readyState !== 'loading') wire();
+else document.addEventListener('DOMContentLoaded', wire);
 """
+
+NO_PAGE_MODELS = ("No in-page models here (the rendered book runs them in your browser); with a kernel, "
+                  "chat.ask(models, \"your question\") asks the live Python models.")
 
 
 def chat_widget(data: dict, title: str = "Ask each stage's model (recorded greedy answers)"):
-    """An HTML widget: pick a prompt and read every model's answer side by side."""
+    """An HTML widget: pick a prompt and read every model's answer side by side, or ask a new question.
+
+    The Ask box works where ``static/chat_onnx.js`` and the exported models are on the page
+    (the rendered book); in Jupyter it is disabled and says that :func:`ask` asks the live models.
+    """
     missing = [k for k in ("prompts", "models", "replies") if k not in data]
     if missing:
         raise ValueError(f"data lacks {missing}: build it with chat_widget_data(models, prompts)")
@@ -58,6 +75,11 @@ def chat_widget(data: dict, title: str = "Ask each stage's model (recorded greed
     head = "".join(f"<th>{html.escape(m)}</th>" for m in data["models"])
     cells = "".join("<td class='cw-reply' style='vertical-align:top; white-space:pre-wrap; width:"
                     f"{100 // max(1, len(data['models']))}%'></td>" for _ in data["models"])
-    body = (f"<div class='cw-row'><label>Prompt:</label><select class='cw-prompt'>{options}</select></div>"
-            f"<table style='width:100%'><tr>{head}</tr><tr>{cells}</tr></table>")
-    return js_widget(body, _SCRIPT, data, title)
+    body = (f"<div class='cw-chat' data-source='notebook'>"
+            f"<div class='cw-row'><label>Prompt:</label><select class='cw-prompt'>{options}</select></div>"
+            f"<table style='width:100%'><tr>{head}</tr><tr>{cells}</tr></table>"
+            "<div class='cw-row'><input class='cw-question' type='text' size='60' "
+            "placeholder='Tell me a story about Lily and a boat.'><button class='cw-ask' type='button'>Ask</button></div>"
+            "<div class='cw-note cw-muted'></div><div class='cw-live'></div></div>")
+    script = _SCRIPT.replace("NO_PAGE_MODELS", json.dumps(NO_PAGE_MODELS))
+    return js_widget(body, script, data, title)
