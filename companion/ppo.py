@@ -41,7 +41,6 @@ from torch import nn
 
 from companion.rl.lm import token_logprobs
 from companion.rl.returns import gae
-from companion.sampling import cache_kwargs
 from companion.tokenizer import chat_stop_ids
 
 KL_ESTIMATORS = ("k1", "k3")
@@ -541,8 +540,7 @@ class PPOTrainer:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)))
         out = policy.generate(input_ids=queries, attention_mask=query_mask, do_sample=True,
                               temperature=cfg.temperature, top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
-                              eos_token_id=self.stop_ids, pad_token_id=pad,
-                              **cache_kwargs(policy, len(rows)))
+                              eos_token_id=self.stop_ids, pad_token_id=pad)
         responses = out[:, longest:]
         is_stop = torch.isin(responses, torch.tensor(self.stop_ids, device=dev))
         after_stop = (is_stop.long().cumsum(1) - is_stop.long()) > 0

@@ -256,17 +256,18 @@ def sample_many(model, tokenizer, prompt: Prompt, n: int, seed: int = 0, **kwarg
 
 
 def cache_kwargs(model, batch_size: int) -> dict:
-    """``model.generate`` options for the KV cache: a pre-allocated ("static") cache for large CPU batches.
+    """``model.generate`` options for a pre-allocated ("static") KV cache on large CPU batches (opt-in).
 
     transformers' default cache grows by concatenation at each new token; a static cache is
     allocated once for prompt + ``max_new_tokens`` and written in place.  On the CPU it pays off for
-    large batches of left-padded prompts: the book's held-out evaluation (250 prompts in batches of
-    100) runs about 1.25x faster with the same answers, while single prompts and batches of 16 are a
-    little slower (``python -m bench.bench_generation``).  Its attention sums in another order, so the
-    logits differ in the 7th digit: greedy answers are the same, but now and then a sampled token
-    differs, so a sampled run reproduces only with the same cache.  The book uses this rule for every
-    generation, sampled or greedy.  On a GPU a static cache makes ``generate`` compile the model, so
-    there we keep the default.
+    large batches of left-padded prompts (about 1.25x on the book's held-out evaluation, 250 prompts
+    in batches of 100), while single prompts and batches of 16 are a little slower
+    (``python -m bench.bench_generation``).  Its attention sums in another order, so the logits
+    differ in the 7th digit: greedy answers stay the same, but now and then a sampled token differs
+    and every run downstream of it moves.  The book's runs therefore keep the default cache (their
+    asserts were set on it); pass ``**cache_kwargs(model, n)`` to ``generate`` (or to
+    ``sft.chat_responses``) in your own scripts.  On a GPU a static cache makes ``generate`` compile
+    the model, so there this returns no options.
     """
     static = _model_device(model).type == "cpu" and batch_size >= 32
     return {"cache_implementation": "static"} if static else {}

@@ -32,7 +32,6 @@ except ImportError as e:  # an API that moved between releases: say which versio
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
-from companion.sampling import cache_kwargs
 from companion.tokenizer import chat_stop_ids
 from companion.training import runtime_args, train_with_oom_retry, trained_model
 
@@ -313,7 +312,7 @@ def chat_responses(model, tokenizer, conversations: list[list[dict]], max_new_to
             options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                            temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
                            eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-            gen = model.generate(**enc, **{**options, **cache_kwargs(model, len(texts)), **generate_kwargs})
+            gen = model.generate(**enc, **{**options, **generate_kwargs})
             new = gen[:, enc["input_ids"].shape[1]:]
             out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
