@@ -12,6 +12,9 @@ def _isolated(monkeypatch, tmp_path):
     """Every test gets its own artifact cache and the tiny profile unless it says otherwise."""
     monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COMPANION_PROFILE", "tiny")
+    # float32 everywhere: tests compare numbers exactly, and bf16 autocast (the default on CPUs with
+    # AMX/AVX512-BF16) rounds differently; the tests of the detection set it themselves
+    monkeypatch.setenv("COMPANION_BF16", "0")
     monkeypatch.delenv("COMPANION_BASE_MODEL", raising=False)
     monkeypatch.delenv("COMPANION_CHAT_MODEL", raising=False)
     monkeypatch.delenv("COMPANION_REWARD_MODEL", raising=False)
