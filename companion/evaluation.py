@@ -35,6 +35,24 @@ class PairedDifference:
         """True when the difference exceeds two standard errors (the book's bar for a win)."""
         return self.mean > 2 * self.se
 
+    @property
+    def significant_loss(self) -> bool:
+        """True when the difference is below minus two standard errors."""
+        return self.mean < -2 * self.se
+
+    def describe(self, other: str) -> str:
+        """The verdict in words, for prose: a win, a loss, or within noise of ``other``.
+
+        ``describe("SFT's")`` gives e.g. "above SFT's by +0.120 ± 0.035, more than two standard
+        errors" or "within two standard errors of SFT's (+0.050 ± 0.037): no difference this run
+        can claim".
+        """
+        if self.significant:
+            return f"above {other} by {self}, more than two standard errors"
+        if self.significant_loss:
+            return f"below {other} by {self}, more than two standard errors"
+        return f"within two standard errors of {other} ({self}): no difference this run can claim"
+
     def __str__(self) -> str:
         return f"{self.mean:+.3f} ± {self.se:.3f}"
 

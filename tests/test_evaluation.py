@@ -20,6 +20,17 @@ def test_paired_difference_by_hand():
         evaluation.paired_difference([1, 0], [1])
 
 
+def test_describe_says_win_loss_or_noise_by_two_standard_errors():
+    win = evaluation.PairedDifference(0.12, 0.035)
+    loss = evaluation.PairedDifference(-0.09, 0.03)
+    noise = evaluation.PairedDifference(0.056, 0.037)
+    assert win.describe("SFT's") == "above SFT's by +0.120 ± 0.035, more than two standard errors"
+    assert loss.significant_loss and loss.describe("SFT's").startswith("below SFT's by -0.090 ± 0.030")
+    assert not noise.significant and not noise.significant_loss
+    assert noise.describe("SFT's") == ("within two standard errors of SFT's (+0.056 ± 0.037): "
+                                       "no difference this run can claim")
+
+
 def test_significance_needs_two_standard_errors():
     a, b = [1.0] * 30 + [0.0] * 70, [0.0] * 100
     d = evaluation.paired_difference(a, b)
