@@ -6,11 +6,11 @@ pipeline (every module, one line each: book/api/index.md).  Import the submodule
 e.g. ``from companion.data import load_dataset``.
 """
 
-from companion.profiles import Profile, describe, profile
+from companion.profiles import Profile, describe, hardware, profile
 from companion.seeding import seed_everything
 from companion.versions import check_versions
 
 check_versions()  # warns (naming the supported range) when an installed library is outside it
 
 __version__ = "0.1.0"
-__all__ = ["Profile", "describe", "profile", "seed_everything", "__version__"]
+__all__ = ["Profile", "describe", "hardware", "profile", "seed_everything", "__version__"]

@@ -159,3 +159,13 @@ def describe(p: Profile | None = None) -> str:
         "small model trained here ({n_layer} layers, d={n_embd})".format(**p.model_config)
     )
     return f"profile={p.name} device={p.device} base model={model} max rows={p.max_rows}"
+
+
+def hardware() -> str:
+    """The accelerator a chapter runs on, in words: the GPU's name and memory, or the CPU's threads."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB"
+    return f"no CUDA GPU: CPU with {torch.get_num_threads()} threads"

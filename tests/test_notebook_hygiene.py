@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,41 @@ def test_every_toc_entry_exists():
     assert not doubles, f"both a .md and an .ipynb exist for {doubles}: delete the placeholder"
 
 
-def test_colab_cell_is_a_no_op_outside_colab():
-    setup = "".join(next(c for c in json.loads(NOTEBOOKS[0].read_text())["cells"] if c["cell_type"] == "code")["source"])
-    # the IPython magic becomes a statement that fails if it is ever reached
-    python = re.sub(r"^(\s*)%pip .*$", r"\1raise AssertionError('the install line ran outside Colab')", setup,
-                    flags=re.MULTILINE)
-    assert "AssertionError" in python
-    exec(compile(python, "colab-cell", "exec"), {})  # no google.colab here: nothing is installed
+def colab_cell_as_python(path: Path) -> str:
+    """The notebook's first code cell, its ``%pip`` magic turned into a statement that records the call."""
+    setup = "".join(next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")["source"])
+    python = re.sub(r"^(\s*)%pip (.*)$", r"\1INSTALLS.append('\2')", setup, flags=re.MULTILINE)
+    assert "INSTALLS.append" in python
+    return python
+
+
+def test_every_chapter_has_the_same_colab_cell():
+    cells = {p.name: colab_cell_as_python(p) for p in NOTEBOOKS}
+    assert len(set(cells.values())) == 1, f"the Colab cells differ: {sorted(cells)}"
+
+
+def test_colab_cell_is_a_no_op_outside_colab(monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    scope = {"INSTALLS": []}
+    exec(compile(colab_cell_as_python(NOTEBOOKS[0]), "colab-cell", "exec"), scope)
+    assert scope["INSTALLS"] == [] and capsys.readouterr().out == ""
+
+
+def test_colab_cell_on_colab_turns_on_widgets_and_names_gpu_and_profile(monkeypatch, capsys):
+    import types
+
+    calls = []
+    output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("widgets"))
+    colab = types.ModuleType("google.colab")
+    colab.output = output
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    scope = {"INSTALLS": []}
+    exec(compile(colab_cell_as_python(NOTEBOOKS[0]), "colab-cell", "exec"), scope)
+    assert scope["INSTALLS"] == []  # companion is importable here: nothing to install
+    assert calls == ["widgets"]
+    printed = capsys.readouterr().out
+    assert "CPU with" in printed and "profile=" in printed, printed
 
 
 def test_every_companion_module_has_an_api_page_in_the_toc_and_the_index():
