@@ -621,3 +621,71 @@ def load_rankings(path: str | Path) -> list[dict]:
     """Read ranking records written by :func:`save_rankings`."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
+
+
+# --------------------------------------------------------------------------- InstructGPT's recipe
+def _rewards(model, tokenizer, ids: list[list[int]]) -> torch.Tensor:
+    """Rewards of already encoded inputs, right-padded as :func:`score` pads them (keeps gradients)."""
+    device = next(model.parameters()).device
+    width = max(len(x) for x in ids)
+    x = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(x)
+    for row, seq in enumerate(ids):
+        x[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return model(input_ids=x.to(device), attention_mask=mask.to(device)).logits[:, 0].float()
+
+
+def train_on_rankings(model, tokenizer, rankings: Sequence[Mapping], epochs: int = 1, learning_rate: float = 1e-3,
+                      prompts_per_batch: int = 4, max_length: int | None = None, seed: int = 0) -> RewardResult:
+    """Train a reward model the way InstructGPT did: one ranking is one batch element.
+
+    Each answer of a prompt goes through the model once, and :func:`ranking_loss` uses its
+    score in every pair it belongs to (K forward passes for K(K-1)/2 comparisons); the loss
+    of a step is the mean over ``prompts_per_batch`` prompts.  AdamW, a short warmup and a
+    cosine decay, gradient clipping at 1.0, as :func:`reward_config` sets up for ``RewardTrainer``.
+    ``rankings`` are records with ``prompt``, ``answers`` and ``tiers`` (see :func:`judge_rankings`);
+    rankings whose answers all tie teach nothing and are skipped.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    from companion import validation
+
+    epochs = validation.integer("epochs", epochs, minimum=1)
+    prompts_per_batch = validation.integer("prompts_per_batch", prompts_per_batch, minimum=1)
+    learning_rate = validation.number("learning_rate", learning_rate, above=0.0)
+    rankings = validation.records("rankings", rankings)
+    missing = [(i, k) for i, r in enumerate(rankings) for k in ("prompt", "answers", "tiers") if k not in r]
+    if missing:
+        raise ValueError(f"rankings[{missing[0][0]}] has no {missing[0][1]!r}: each ranking needs 'prompt', "
+                         "'answers' and 'tiers' (reward.judge_rankings makes such records)")
+    usable = [r for r in rankings if len(r["tiers"]) >= 2]
+    if not usable:
+        raise ValueError("no ranking has two distinct tiers: every prompt's answers tie, so there is nothing to learn")
+    steps = epochs * math.ceil(len(usable) / prompts_per_batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, min(5, steps // 10), steps)
+    gen = torch.Generator().manual_seed(seed)
+    history: dict = {"train_steps": [], "train_loss": []}
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(usable), generator=gen).tolist()
+        for s in range(0, len(order), prompts_per_batch):
+            batch = [usable[i] for i in order[s:s + prompts_per_batch]]
+            ids = [encode_reward_input(tokenizer, r["prompt"], a, max_length) for r in batch for a in r["answers"]]
+            flat, losses, at = _rewards(model, tokenizer, ids), [], 0
+            for r in batch:
+                scores = {str(j): flat[at + j] for j in range(len(r["answers"]))}
+                losses.append(ranking_loss(scores, [[str(i) for i in t] for t in r["tiers"]]))
+                at += len(r["answers"])
+            loss = torch.stack(losses).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            history["train_steps"].append(len(history["train_steps"]) + 1)
+            history["train_loss"].append(loss.item())
+    model.eval()
+    return RewardResult(model=model, history=history, train_seconds=time.perf_counter() - start)

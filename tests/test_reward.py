@@ -292,3 +292,42 @@ def test_build_reward_model_ranks_sft_and_base_answers_together(small_tokenizer,
         assert r["tiers"][-1] == [2]  # the base model's non-answer ranks last
     assert meta["train_pairs"] == 4 * 2 and meta["eval_pairs"] == 2 * 2  # the tie between SFT answers gives none
     assert (tmp_path / "config.json").exists()
+
+
+def test_train_on_rankings_learns_the_order_of_a_ranking():
+    """InstructGPT's recipe: a tiny reward model learns to put the long answer first."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    class Tok:  # one token per character; pad id 0
+        pad_token_id = 0
+        chat_template = None
+        cls_token_id, sep_token_id = 1, 2
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [3 + (ord(c) % 50) for c in text]}
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=60, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, num_labels=1)
+    rm = LlamaForSequenceClassification(cfg)
+    rankings = [{"prompt": f"q{i}", "answers": ["good " * 4, "ok", "bad bad"], "tiers": [[0], [2], [1]]}
+                for i in range(8)]
+    before = reward.score(rm, Tok(), ["q"] * 3, rankings[0]["answers"])
+    result = reward.train_on_rankings(rm, Tok(), rankings, epochs=6, learning_rate=1e-2, prompts_per_batch=2)
+    after = reward.score(result.model, Tok(), ["q"] * 3, rankings[0]["answers"])
+    assert len(result.history["train_loss"]) == 6 * 4
+    assert result.history["train_loss"][-1] < result.history["train_loss"][0]
+    assert after[0] > after[2] > after[1], (before, after)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rankings": {"prompt": "q", "answers": ["a"], "tiers": [[0]]}}, "got a single dict"),
+    ({"rankings": [{"prompt": "q", "answers": ["a", "b"]}]}, "has no 'tiers'"),
+    ({"rankings": [{"prompt": "q", "answers": ["a", "b"], "tiers": [[0, 1]]}]}, "nothing to learn"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+])
+def test_train_on_rankings_bad_input(kwargs, message):
+    args = {"rankings": [{"prompt": "q", "answers": ["a", "b"], "tiers": [[0], [1]]}], **kwargs}
+    with pytest.raises((TypeError, ValueError), match=message):
+        reward.train_on_rankings(None, None, **args)
