@@ -164,6 +164,10 @@ def load_dataset(name: str, split: str = "train", limit: int | None | str = "pro
     Args:
         name: one of :func:`available` (e.g. ``"tinystories"``, ``"hh_rlhf"``).
         split: ``"train"``, ``"validation"`` or ``"test"`` (what exists depends on the source).
+            For ``"tinystories"`` read from the local sample data, ``"validation"`` is not
+            TinyStories' validation file: it is the 200 stories of the *train* split that follow
+            the local training slice (held out from training all the same); from the Hub it is
+            the official validation split.
         limit: at most this many rows; ``"profile"`` (default) uses the active profile's
             ``max_rows``; ``None`` loads everything.
         local_only: never fall back to the Hub.
