@@ -39,6 +39,7 @@ try:
 except ImportError as e:  # an API that moved between releases: say which versions work
     raise incompatible("trl", e) from e
 
+from companion import validation
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
 from companion.tokenizer import chat_stop_ids
@@ -55,6 +56,8 @@ from companion.training import (
 
 RewardFunc = Callable[..., Sequence[float | None]]
 GOLD_COLUMNS = ("name", "topic", "template")
+# the loss types TRL 1.16's GRPOTrainer knows (an unknown one fails only inside the first training step)
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo", "vespo")
 
 
 # --------------------------------------------------------------------------- configs
@@ -92,8 +95,12 @@ def check_generation_batch(kwargs: dict, world_size: int | None = None) -> int:
     if int(n) != n or n < 2:
         raise ValueError(f"num_generations must be an integer >= 2 (the advantage compares a prompt's completions "
                          f"with each other), got {n!r}")
-    per = kwargs["per_device_train_batch_size"]
-    steps = kwargs.get("steps_per_generation") or kwargs["gradient_accumulation_steps"]
+    per = validation.integer("per_device_train_batch_size", kwargs["per_device_train_batch_size"], minimum=1)
+    steps = validation.integer("steps_per_generation" if kwargs.get("steps_per_generation") else
+                               "gradient_accumulation_steps",
+                               kwargs.get("steps_per_generation") or kwargs["gradient_accumulation_steps"], minimum=1)
+    if kwargs.get("generation_batch_size") is not None:
+        validation.integer("generation_batch_size", kwargs["generation_batch_size"], minimum=1)
     batch = kwargs.get("generation_batch_size") or per * world * steps
     if batch % n:
         how = ("generation_batch_size" if kwargs.get("generation_batch_size") else
@@ -106,6 +113,16 @@ def check_generation_batch(kwargs: dict, world_size: int | None = None) -> int:
             f"(e.g. per_device_train_batch_size={-(-per // n) * n}) or a num_generations that divides {batch}."
         )
     return batch
+
+
+def _check_sampling(kwargs: dict) -> None:
+    """Settings TRL accepts but only fails on (or silently misuses) once training runs."""
+    t = validation.number("temperature", kwargs["temperature"])
+    if t <= 0:
+        raise ValueError(f"temperature must be > 0 (GRPO and RLOO sample their completions), got {t}")
+    validation.number("beta (the KL penalty's weight; 0 = none)", kwargs["beta"], minimum=0.0)
+    validation.number("learning_rate", kwargs["learning_rate"], minimum=0.0)
+    validation.integer("max_completion_length", kwargs["max_completion_length"], minimum=1)
 
 
 def grpo_config(output_dir: str = "runs/grpo", profile: Profile | None = None, **overrides) -> GRPOConfig:
@@ -126,6 +143,9 @@ def grpo_config(output_dir: str = "runs/grpo", profile: Profile | None = None, *
     p = profile or active_profile()
     kwargs = {**_defaults(output_dir, p, num_generations=8, beta=0.0), **overrides}
     check_generation_batch(kwargs)
+    _check_sampling(kwargs)
+    if "loss_type" in kwargs:
+        validation.one_of("loss_type", kwargs["loss_type"], GRPO_LOSS_TYPES)
     return GRPOConfig(**kwargs)
 
 
@@ -140,6 +160,7 @@ def rloo_config(output_dir: str = "runs/rloo", profile: Profile | None = None, *
     p = profile or active_profile()
     kwargs = {**_defaults(output_dir, p, num_generations=4, beta=0.05), **overrides}
     check_generation_batch(kwargs)
+    _check_sampling(kwargs)
     return RLOOConfig(**kwargs)
 
 
@@ -158,6 +179,7 @@ def reward_model_func(reward_model, tokenizer, batch_size: int = 32, name: str =
     """
     from companion.reward import score
 
+    batch_size = validation.integer("batch_size", batch_size, minimum=1)
     labels = getattr(reward_model.config, "num_labels", None)
     if labels != 1:
         raise ValueError(f"reward_model must have one output (num_labels=1), got num_labels={labels}; build it with "
@@ -290,6 +312,14 @@ def _train(trainer_class, model, tokenizer, prompts, reward_funcs, args, peft_co
                     train_seconds=seconds, peak_memory_mb=peak_memory_mb(cuda))
 
 
+def _check_args(args, want: type, other: type, trainer: str, maker: str) -> None:
+    """``args`` must be the trainer's own config: the other one's fields mean other things (or do not exist)."""
+    if args is None or isinstance(args, want):
+        return
+    which = f"a {other.__name__} (for the other trainer)" if isinstance(args, other) else type(args).__name__
+    raise TypeError(f"{trainer} needs args=critic_free.{maker}(...) (a {want.__name__}); got {which}")
+
+
 def train_grpo(model, tokenizer, prompts, reward_funcs: RewardFunc | Sequence[RewardFunc],
                args: GRPOConfig | None = None, peft_config=None, callbacks=None,
                resume_from_checkpoint: str | bool | None = None) -> RLResult:
@@ -299,6 +329,7 @@ def train_grpo(model, tokenizer, prompts, reward_funcs: RewardFunc | Sequence[Re
     ``prompts`` reach them as keyword arguments.  With ``peft_config`` TRL adds LoRA adapters.
     ``resume_from_checkpoint=True`` continues a killed run (:func:`companion.training.resume_checkpoint`).
     """
+    _check_args(args, GRPOConfig, RLOOConfig, "train_grpo", "grpo_config")
     return _train(GRPOTrainer, model, tokenizer, prompts, reward_funcs, args or grpo_config(), peft_config,
                   callbacks, resume_from_checkpoint)
 
@@ -307,5 +338,6 @@ def train_rloo(model, tokenizer, prompts, reward_funcs: RewardFunc | Sequence[Re
                args: RLOOConfig | None = None, peft_config=None, callbacks=None,
                resume_from_checkpoint: str | bool | None = None) -> RLResult:
     """Train ``model`` with TRL's ``RLOOTrainer``; arguments as :func:`train_grpo`."""
+    _check_args(args, RLOOConfig, GRPOConfig, "train_rloo", "rloo_config")
     return _train(RLOOTrainer, model, tokenizer, prompts, reward_funcs, args or rloo_config(), peft_config,
                   callbacks, resume_from_checkpoint)

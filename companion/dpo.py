@@ -51,6 +51,9 @@ from companion.training import (
 )
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+# the loss types TRL 1.16's DPOTrainer knows (an unknown one fails only at the first training step)
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 KTO_COLUMNS = ("prompt", "completion", "label")
 
 
@@ -95,6 +98,7 @@ def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     As TRL does, each answer's log-ratio is averaged over its tokens (``*_tokens``), so the
     target does not depend on answer length.
     """
+    beta = validation.number("beta (IPO's target margin is 1 / (2 beta))", beta, above=0.0)
     chosen = (policy_chosen_logps - ref_chosen_logps) / chosen_tokens.clamp(min=1)
     rejected = (policy_rejected_logps - ref_rejected_logps) / rejected_tokens.clamp(min=1)
     return (chosen - rejected - 1 / (2 * beta)) ** 2
@@ -140,6 +144,9 @@ def preference_pairs(rankings: Sequence[Mapping], sources: Sequence[str] | None 
     """
     from companion.reward import rankings_to_preferences
 
+    rankings = validation.records("rankings", rankings)
+    if sources is not None:
+        sources = validation.text_list("sources", sources)
     if extremes:
         rankings = [dict(r, tiers=[r["tiers"][0], r["tiers"][-1]]) if len(r["tiers"]) > 2 else r for r in rankings]
     if sources is not None:
@@ -171,6 +178,7 @@ def topic_contrast_pairs(rankings: Sequence[Mapping], seed: int = 0) -> Dataset:
 
     from companion import tinyworld
 
+    rankings = validation.records("rankings", rankings)
     rng = random.Random(seed)
     rows = []
     for n, r in enumerate(rankings):
@@ -200,6 +208,7 @@ def kto_dataset(rankings: Sequence[Mapping]) -> Dataset:
     Each ranking needs ``prompt``, ``answers`` and ``success`` (one bool per answer), as
     ``reward.judge_rankings`` writes them.
     """
+    rankings = validation.records("rankings", rankings)
     rows = []
     for n, r in enumerate(rankings):
         if "success" not in r or len(r["success"]) != len(r["answers"]):
@@ -224,8 +233,13 @@ def on_policy_pairs(model, tokenizer, specs: Sequence, k: int = 4, temperature: 
     """
     from companion.reward import judge_rankings, sample_answers
 
+    k = validation.integer("k", k)
     if k < 2:
         raise ValueError(f"k must be >= 2 answers per prompt to form a pair, got {k}")
+    temperature = validation.number("temperature (> 0: the k answers must differ)", temperature, above=0.0)
+    if isinstance(specs, str) or not isinstance(specs, Sequence) or not specs:
+        raise TypeError(f"specs must be a non-empty list of tinyworld.TaskSpec, got {type(specs).__name__}; "
+                        "e.g. tinyworld.make_instructions(64)")
     answers = sample_answers(model, tokenizer, [s.messages() for s in specs], k, temperature=temperature, seed=seed)
     rankings = judge_rankings(specs, answers)
     return preference_pairs(rankings), rankings
@@ -237,6 +251,9 @@ def kto_weights(labels: Sequence[bool], ratio: float = 1.0) -> dict:
     The KTO paper recommends ``desirable_weight * n_good / (undesirable_weight * n_bad)`` in
     [1, 4/3]; we keep ``desirable_weight=1`` and scale the undesirable one to give ``ratio``.
     """
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a list of bools (True = desirable), got the string {labels!r}; "
+                        "pass e.g. dataset['label']")
     good = sum(bool(x) for x in labels)
     bad = len(labels) - good
     if good == 0 or bad == 0:
@@ -247,6 +264,13 @@ def kto_weights(labels: Sequence[bool], ratio: float = 1.0) -> dict:
 
 
 # --------------------------------------------------------------------------- configs
+def _check_overrides(kwargs: dict) -> dict:
+    """The settings TRL's configs accept but only fail on (or silently misuse) once training runs."""
+    kwargs["beta"] = validation.number("beta (the pull towards the reference)", kwargs["beta"], above=0.0)
+    kwargs["learning_rate"] = validation.number("learning_rate", kwargs["learning_rate"], minimum=0.0)
+    return kwargs
+
+
 def _shared_defaults(output_dir: str, p: Profile, pairs_or_answers: int) -> dict:
     """The settings DPO and KTO share; the batch is ``pairs_or_answers`` (4 x 4 / 8 x 4 accumulated on a GPU)."""
     gpu = p.device == "cuda"
@@ -280,7 +304,13 @@ def dpo_config(output_dir: str = "runs/dpo", profile: Profile | None = None, **o
     """
     p = profile or active_profile()
     defaults = {**_shared_defaults(output_dir, p, pairs_or_answers=16), "loss_type": ["sigmoid"]}
-    return DPOConfig(**{**defaults, **overrides})
+    kwargs = _check_overrides({**defaults, **overrides})
+    loss_types = [kwargs["loss_type"]] if isinstance(kwargs["loss_type"], str) else list(kwargs["loss_type"])
+    if not loss_types:
+        raise ValueError(f"loss_type is empty; give at least one of {list(DPO_LOSS_TYPES)}, e.g. ['sigmoid']")
+    for t in loss_types:
+        validation.one_of("loss_type", t, DPO_LOSS_TYPES)
+    return DPOConfig(**kwargs)
 
 
 def kto_config(output_dir: str = "runs/kto", profile: Profile | None = None, **overrides) -> KTOConfig:
@@ -292,7 +322,7 @@ def kto_config(output_dir: str = "runs/kto", profile: Profile | None = None, **o
     """
     p = profile or active_profile()
     defaults = _shared_defaults(output_dir, p, pairs_or_answers=32)
-    return KTOConfig(**{**defaults, **overrides})
+    return KTOConfig(**_check_overrides({**defaults, **overrides}))
 
 
 # --------------------------------------------------------------------------- trainers
@@ -375,6 +405,8 @@ def implicit_reward_accuracy(policy, reference, tokenizer, pairs: Dataset, beta:
     """
     from companion.evaluation import sequence_logprobs
 
+    beta = validation.number("beta (it scales the implicit reward)", beta, above=0.0)
+    batch_size = validation.integer("batch_size", batch_size, minimum=1)
     pairs = check_preference_pairs(pairs)
     prompts = list(pairs["prompt"])
     chosen = [_content(c) for c in pairs["chosen"]]

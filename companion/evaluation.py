@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from companion import validation
+
 
 def standard_error(x: Sequence[float]) -> float:
     """Standard error of the mean of ``x`` (sample std / sqrt(n)); 0 for fewer than 2 values."""
@@ -63,6 +65,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"a and b must be non-empty 1-D and of the same length (one result per prompt), "
                          f"got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"a and b must be finite results, got {(~np.isfinite(a)).sum()} NaN/inf in a and "
+                         f"{(~np.isfinite(b)).sum()} in b: find the prompt that failed to score")
     return PairedDifference(float((a - b).mean()), standard_error(a - b))
 
 
@@ -76,6 +81,11 @@ def sequence_logprobs(model, tokenizer, prompts: Sequence, responses: Sequence[s
     """
     from companion.reward import encode_reward_input
 
+    if isinstance(prompts, str) or len(prompts):
+        prompts = validation.prompt_list("prompts", prompts)
+    responses = validation.text_list("responses", responses, allow_empty=True)
+    temperature = validation.number("temperature", temperature, above=0.0)
+    batch_size = validation.integer("batch_size", batch_size, minimum=1)
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
     model.eval()
@@ -110,6 +120,10 @@ def sampled_kl(policy, reference, tokenizer, prompts: Sequence, n: int = 1, max_
     """
     from companion.sft import chat_responses
 
+    if isinstance(prompts, str) or len(prompts):
+        prompts = validation.prompt_list("prompts", prompts)
+    n = validation.integer("n (answers per prompt)", n, minimum=1)
+    max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=1)
     convs = [list(p) if not isinstance(p, str) else [{"role": "user", "content": p}] for p in prompts for _ in range(n)]
     answers = chat_responses(policy, tokenizer, convs, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
     lp = sequence_logprobs(policy, tokenizer, convs, answers)
@@ -136,8 +150,24 @@ def compare_policies(models: Mapping[str, tuple], specs: Sequence, reward_model=
     from companion.reward import score
     from companion.sft import chat_responses
 
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict name -> (model, tokenizer), got {type(models).__name__}; "
+                        "e.g. {'SFT': (sft_model, tok)}")
     if reference is not None and reference not in models:
         raise ValueError(f"reference={reference!r} is not one of the models {list(models)}")
+    for name, pair in models.items():
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise TypeError(f"models[{name!r}] must be a (model, tokenizer) pair, got {type(pair).__name__}")
+    if not isinstance(specs, Sequence) or isinstance(specs, str) or not all(hasattr(s, "messages") for s in specs):
+        raise TypeError(f"specs must be a list of tinyworld.TaskSpec, got {type(specs).__name__}; "
+                        "e.g. tinyworld.held_out_prompts(100)")
+    if not specs:
+        raise ValueError("specs is empty: pass the held-out prompts to answer, e.g. tinyworld.held_out_prompts(100)")
+    temperature = validation.number("temperature (0 = greedy)", temperature, minimum=0.0)
+    samples = validation.integer("samples", samples)
+    kl_prompts = validation.integer("kl_prompts", kl_prompts, minimum=0)
+    max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=1)
+    batch_size = validation.integer("batch_size", batch_size, minimum=1)
     if samples < 1 or (temperature == 0 and samples > 1):
         raise ValueError(f"samples must be >= 1 (and 1 for greedy decoding, temperature=0), got {samples}")
     convs = [s.messages() for s in specs]

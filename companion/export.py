@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import numbers
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,10 @@ def onnx_logits(path_or_session, input_ids: Sequence[int]) -> np.ndarray:
 
 def chat_prompt_ids(tokenizer, prompt: str | Sequence[Mapping]) -> list[int]:
     """Token ids of a user prompt (or a list of messages) in the chat format, ending with the assistant header."""
+    from companion import validation
+
+    if not isinstance(prompt, str):
+        validation.chat_messages("prompt", prompt)
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -202,6 +207,14 @@ def greedy_ids(path_or_session, prompt_ids: Sequence[int], max_new_tokens: int, 
 
     Stops after ``max_new_tokens``, at a stop id, or when the sequence fills ``context_length``.
     """
+    from companion import validation
+
+    max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=0)
+    if context_length is not None:
+        context_length = validation.integer("context_length", context_length, minimum=1)
+    if isinstance(stop_ids, numbers.Integral | str) or not all(isinstance(i, numbers.Integral) for i in stop_ids):
+        raise TypeError(f"stop_ids must be a list of token ids, got {stop_ids!r}"
+                        + (f"; wrap it in a list: [{stop_ids}]" if isinstance(stop_ids, numbers.Integral) else ""))
     session = onnx_session(path_or_session)
     ids, new = list(prompt_ids), []
     while len(new) < max_new_tokens and (context_length is None or len(ids) < context_length):
@@ -344,6 +357,8 @@ def export_web(stages: Sequence[str] | str = DEFAULT_WEB_STAGES, out_dir: str | 
     check_quantize(quantize)
     names = check_web_stages(stages)
     max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=1)
+    if prompts is not None:
+        prompts = validation.prompt_list("prompts", prompts)
     p = active_profile(profile) if isinstance(profile, str) or profile is None else profile
     problems = {s: why for s in names if (why := _not_exportable(s, p.name))}
     missing = list(problems)

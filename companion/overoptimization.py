@@ -25,7 +25,7 @@ def kl_best_of_n(n: int | Sequence[int] | np.ndarray) -> np.ndarray:
     (0.0, 0.6363)
     """
     n = np.asarray(n, dtype=float)
-    if (n < 1).any():
+    if not np.isfinite(n).all() or (n < 1).any():
         raise ValueError(f"n must be >= 1 (samples per prompt), got {n.tolist()}")
     return np.log(n) - (n - 1) / n
 
@@ -37,6 +37,10 @@ class GaoFit:
     form: str
     alpha: float
     beta: float
+
+    def __post_init__(self):
+        if self.form not in ("bon", "rl"):
+            raise ValueError(f"form must be 'bon' (best-of-n) or 'rl', got {self.form!r}")
 
     def __call__(self, d) -> np.ndarray:
         d = np.asarray(d, dtype=float)
@@ -63,6 +67,9 @@ def fit_gao(d, gain, form: str) -> GaoFit:
     d, gain = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
     if d.shape != gain.shape or d.ndim != 1 or len(d) < 2:
         raise ValueError(f"d and gain must be 1-D of the same length >= 2, got shapes {d.shape} and {gain.shape}")
+    if not (np.isfinite(d).all() and np.isfinite(gain).all()):
+        raise ValueError(f"d and gain must be finite; drop the NaN/inf points first ({(~np.isfinite(d)).sum()} "
+                         f"in d, {(~np.isfinite(gain)).sum()} in gain)")
     if (d < 0).any():
         raise ValueError("d = sqrt(KL) must be >= 0")
     second = -d ** 2 if form == "bon" else -d * np.log(np.where(d > 0, d, 1.0))

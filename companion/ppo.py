@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from companion import validation
 from companion.rl.lm import token_logprobs
 from companion.rl.returns import gae
 from companion.tokenizer import chat_stop_ids
@@ -160,8 +162,9 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
-        if target <= 0 or horizon <= 0:
-            raise ValueError(f"kl_target and kl_horizon must be > 0, got {target} and {horizon}")
+        init_kl_coef = validation.number("init_kl_coef", init_kl_coef, minimum=0.0)
+        if not all(isinstance(x, numbers.Real) and math.isfinite(x) and x > 0 for x in (target, horizon)):
+            raise ValueError(f"kl_target and kl_horizon must be finite numbers > 0, got {target!r} and {horizon!r}")
         self.value, self.target, self.horizon = float(init_kl_coef), float(target), float(horizon)
 
     def update(self, current_kl: float, n_episodes: int) -> float:
@@ -232,31 +235,45 @@ class PPOConfig:
     save_steps: int | None = None
 
     def __post_init__(self):
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "num_mini_batches": self.num_mini_batches,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "num_ppo_epochs": self.num_ppo_epochs, "max_new_tokens": self.max_new_tokens}
-        for name, value in positive.items():
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("steps", "batch_size", "num_mini_batches", "gradient_accumulation_steps", "num_ppo_epochs",
+                     "max_new_tokens"):
+            setattr(self, name, validation.integer(name, getattr(self, name), minimum=1))
         if self.batch_size % self.num_mini_batches:
             raise ValueError(f"batch_size={self.batch_size} is not divisible by num_mini_batches="
                              f"{self.num_mini_batches}; choose a batch size that is a multiple of it")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"the minibatch ({self.mini_batch_size} = batch_size / num_mini_batches) is not "
                              f"divisible by gradient_accumulation_steps={self.gradient_accumulation_steps}")
+        self.temperature = validation.number("temperature", self.temperature)
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (PPO samples its rollouts), got {self.temperature}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         for name in ("kl_coef", "cliprange", "cliprange_value", "vf_coef", "learning_rate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ValueError(f"gamma and lam must be in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-        if self.save_steps is not None and (int(self.save_steps) != self.save_steps or self.save_steps < 1
-                                            or not self.output_dir):
+            setattr(self, name, validation.number(name, getattr(self, name), minimum=0.0))
+        self.gamma = validation.number("gamma", self.gamma, minimum=0.0, maximum=1.0)
+        self.lam = validation.number("lam", self.lam, minimum=0.0, maximum=1.0)
+        if self.kl_target is not None:
+            self.kl_target = validation.number("kl_target (nats per response; None for a fixed kl_coef)",
+                                               self.kl_target, above=0.0)
+        self.kl_horizon = validation.number("kl_horizon", self.kl_horizon, above=0.0)
+        if self.missing_eos_penalty is not None:
+            self.missing_eos_penalty = validation.number(
+                "missing_eos_penalty (it is subtracted from the score; None for no penalty)",
+                self.missing_eos_penalty, minimum=0.0)
+        if self.max_grad_norm is not None:
+            self.max_grad_norm = validation.number("max_grad_norm (0 or None: no clipping)", self.max_grad_norm,
+                                                   minimum=0.0)
+        self.seed = validation.integer("seed", self.seed, minimum=0)
+        for name in ("whiten_rewards", "normalize_scores", "use_cpu"):
+            setattr(self, name, validation.flag(name, getattr(self, name)))
+        if self.save_steps is not None and (isinstance(self.save_steps, bool)
+                                            or not isinstance(self.save_steps, numbers.Integral)
+                                            or self.save_steps < 1 or not self.output_dir):
             raise ValueError(f"save_steps must be a positive integer with an output_dir to save into, got "
                              f"save_steps={self.save_steps!r}, output_dir={self.output_dir!r}")
+        if self.save_steps is not None:
+            self.save_steps = int(self.save_steps)
 
     @property
     def mini_batch_size(self) -> int:
@@ -401,6 +418,12 @@ class PPOTrainer:
                  stop_ids: Sequence[int] | None = None):
         from accelerate import Accelerator
 
+        if not isinstance(config, PPOConfig):
+            raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}; build one with "
+                            "ppo.PPOConfig(...) or ppo.tiny_ppo_config(...)")
+        if judge is not None and not callable(judge):
+            raise TypeError(f"judge must be a function f(rows, texts) -> scores (or None), got {type(judge).__name__}")
+        self.rows = self._check_prompts(prompts)
         self.config = cfg = config
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids) if stop_ids is not None else chat_stop_ids(tokenizer)
@@ -409,7 +432,6 @@ class PPOTrainer:
         if reward_model is None and not self.reward_funcs:
             raise ValueError("PPOTrainer needs a reward: pass reward_model=..., reward_funcs=[...], or both")
         self._check_tokenizers(policy, reward_model)
-        self.rows = self._check_prompts(prompts)
         self.judge = judge
 
         self.accelerator = Accelerator(cpu=cfg.use_cpu)
@@ -490,9 +512,17 @@ class PPOTrainer:
         if isinstance(prompts, str) or not hasattr(prompts, "__len__") or len(prompts) == 0:
             raise ValueError("prompts must be a non-empty Dataset or list of dicts with a 'prompt' column, "
                              f"got {type(prompts).__name__}")
-        rows = [dict(r) for r in prompts]
+        rows = list(prompts)
+        for i, r in enumerate(rows):
+            if isinstance(r, str):
+                raise TypeError(f"prompts[{i}] is the string {r!r}; each prompt row must be a dict with a 'prompt' "
+                                "key: pass [{'prompt': p} for p in prompts], or a Dataset with a 'prompt' column")
+        rows = [dict(r) for r in rows]
         if not all(isinstance(r, dict) and "prompt" in r for r in rows):
             raise ValueError("every prompt row needs a 'prompt' key (a string or a list of chat messages)")
+        for i, r in enumerate(rows):
+            if not isinstance(r["prompt"], str):
+                validation.chat_messages(f"prompts[{i}]['prompt']", r["prompt"])
         return rows  # prompt lengths are checked against the model's context in rollout()
 
     # ----------------------------------------------------------------- rollout
@@ -734,6 +764,8 @@ class PPOTrainer:
         """
         from tqdm.auto import tqdm
 
+        if steps is not None:
+            steps = validation.integer("steps (None: until config.steps)", steps, minimum=0)
         cfg = self.config
         if resume_from_checkpoint:
             path = (latest_checkpoint(cfg.output_dir) if resume_from_checkpoint is True

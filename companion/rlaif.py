@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from companion import validation
 from companion.evaluation import standard_error
 
 
@@ -119,6 +120,13 @@ def _text(x) -> str:
 
 def _asked(judge, prompts, firsts, seconds, principle) -> np.ndarray:
     """Call ``judge.prob_first`` and check that it returned one probability per pair."""
+    if not isinstance(principle, Principle):
+        raise TypeError(f"principle must be an rlaif.Principle, got {type(principle).__name__} {principle!r:.60}; "
+                        "wrap a question as rlaif.Principle('name', 'Which story ...?'), or use one of a constitution's")
+    for name, value in (("prompts", prompts), ("answers", firsts), ("answers", seconds)):
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be a list (one per pair), got the single string {value!r:.60}; "
+                            "wrap it in a list")
     n = len(prompts)
     if not (len(firsts) == len(seconds) == n):
         raise ValueError(f"got {n} prompts, {len(firsts)} first answers and {len(seconds)} second answers; "
@@ -179,6 +187,10 @@ def ai_preferences(judge: PairwiseJudge, prompts: Sequence, a: Sequence, b: Sequ
     """
     principles = check_constitution(constitution)
     n = len(prompts)
+    if per_pair is not None:
+        per_pair = validation.integer("per_pair", per_pair)
+    if clamp is not None and (isinstance(clamp, str) or not isinstance(clamp, Sequence) or len(clamp) != 2):
+        raise TypeError(f"clamp must be a pair (lo, hi) such as (0.4, 0.6), or None, got {clamp!r}")
     if per_pair is not None and not 1 <= per_pair <= len(principles):
         raise ValueError(f"per_pair must be between 1 and the {len(principles)} principles, got {per_pair}")
     table = np.stack([judge_pair(judge, prompts, a, b, p, both_orders) for p in principles])  # (principles, n)
@@ -206,6 +218,9 @@ def agreement(probs: Sequence[float], a_better: Sequence[bool]) -> dict:
     if p.shape != y.shape or p.ndim != 1 or len(p) == 0:
         raise ValueError(f"probs and a_better must be non-empty and of the same length, got shapes {p.shape} "
                          f"and {y.shape}")
+    if not np.isfinite(p).all():
+        bad = int(np.flatnonzero(~np.isfinite(p))[0])
+        raise ValueError(f"probs must be finite; entry {bad} is {p[bad]}: check the judge's output")
     right = np.where(p == 0.5, 0.5, ((p > 0.5) == y).astype(float))
     return {"accuracy": float(right.mean()), "se": standard_error(right), "n": len(right)}
 
@@ -223,6 +238,7 @@ def rank_answers(judge: PairwiseJudge, records: Sequence[Mapping], constitution:
     from companion.reward import scores_to_tiers
 
     principles = check_constitution(constitution)
+    records = validation.records("records", records)
     index, prompts, a, b = [], [], [], []
     for n, r in enumerate(records):
         if "prompt" not in r or "answers" not in r or len(r["answers"]) < 2:
@@ -261,7 +277,15 @@ def preference_dataset(prompts: Sequence, a: Sequence, b: Sequence, probs: Seque
     """
     from datasets import Dataset
 
+    for name, value in (("prompts", prompts), ("a", a), ("b", b)):
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be a list (one per pair), got the single string {value!r:.60}; "
+                            "wrap it in a list")
     p = np.asarray(probs, dtype=float)
+    if p.ndim != 1:
+        raise TypeError(f"probs must be a list of probabilities, one per pair, got shape {p.shape}"
+                        + ("; wrap a single one in a list" if p.ndim == 0 else ""))
+    _check_probs(p)
     if not (len(prompts) == len(a) == len(b) == len(p)):
         raise ValueError(f"got {len(prompts)} prompts, {len(a)} and {len(b)} answers and {len(p)} probabilities; "
                          "give one of each per pair")
@@ -281,6 +305,14 @@ def preference_dataset(prompts: Sequence, a: Sequence, b: Sequence, probs: Seque
     return Dataset.from_list(rows)
 
 
+def _check_probs(p: np.ndarray) -> None:
+    """Raise unless every entry of ``p`` is a probability (NaN would silently pick the second answer)."""
+    bad = np.flatnonzero(~(np.isfinite(p) & (p >= 0) & (p <= 1)))
+    if len(bad):
+        raise ValueError(f"probs must be probabilities in [0, 1]; entry {bad[0]} is {p[bad[0]]} "
+                         f"({len(bad)} bad in all): check the judge's output")
+
+
 def _messages(prompt) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
@@ -292,6 +324,7 @@ def _reply(answer) -> list[dict]:
 def best_vs_worst(rankings: Sequence[Mapping], judge: PairwiseJudge, constitution: Sequence[Principle | str],
                   min_confidence: float = 0.5):
     """One pair per prompt, the judge's favourite against its least favourite, with the judge's confidence."""
+    rankings = validation.records("rankings", rankings)
     prompts, a, b = [], [], []
     for r in rankings:
         if len(r["tiers"]) < 2:
@@ -314,6 +347,7 @@ def topic_swap_pairs(rankings: Sequence[Mapping], judge: PairwiseJudge, constitu
     """
     from companion import tinyworld
 
+    rankings = validation.records("rankings", rankings)
     rng = random.Random(seed)
     prompts, a, b = [], [], []
     for n, r in enumerate(rankings):
@@ -466,6 +500,11 @@ class LMJudge:
 
     def __init__(self, model, tokenizer, options: tuple[str, str] = ("A", "B"), max_answer_tokens: int | None = None,
                  batch_size: int = 16):
+        batch_size = validation.integer("batch_size", batch_size, minimum=1)
+        if max_answer_tokens is not None:
+            max_answer_tokens = validation.integer("max_answer_tokens", max_answer_tokens, minimum=1)
+        if isinstance(options, str) or len(options) != 2 or not all(isinstance(o, str) for o in options):
+            raise TypeError(f"options must be two strings, the judge's answer labels such as ('A', 'B'), got {options!r}")
         self.model, self.tokenizer, self.options, self.batch_size = model, tokenizer, options, batch_size
         ids = [tokenizer.encode(o, add_special_tokens=False) for o in options]
         if any(len(i) != 1 for i in ids) or ids[0] == ids[1]:
@@ -527,6 +566,13 @@ def critique_and_revise(model, tokenizer, prompt: str, answer: str, critique: Ma
     """
     from companion.sft import chat_responses
 
+    if not isinstance(critique, Mapping) or not {"critique", "revision"} <= set(critique):
+        raise TypeError(f"critique must be a dict with a 'critique' and a 'revision' request, got {critique!r:.60}; "
+                        "use one of rlaif.load_cai_constitution()['critiques']")
+    for name, value in (("prompt", prompt), ("answer", answer), ("few_shot", few_shot)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=1)
     head = (few_shot + "\n\n" if few_shot else "") + f"Human: {prompt}\n\nAssistant: {answer}\n\n"
     ask = head + f"Critique Request: {critique['critique']}\n\nCritique:"
     said = chat_responses(model, tokenizer, [[{"role": "user", "content": ask}]], max_new_tokens=max_new_tokens)[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import numbers
 import os
 import time
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ class PipelineConfig:
     stages: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
+        from companion import validation
         from companion.profiles import PROFILE_NAMES
 
         if self.profile not in PROFILE_NAMES:
@@ -58,10 +60,17 @@ class PipelineConfig:
         if self.rebuild is not None and self.rebuild not in self.stages:
             raise ValueError(f"--rebuild {self.rebuild!r} is not a stage of this run; its stages are "
                              f"{list(self.stages)}")
+        self.eval_prompts = validation.integer("eval_prompts", self.eval_prompts)
         if not 1 <= self.eval_prompts <= 254:
             raise ValueError(f"eval_prompts must be between 1 and the 254 held-out prompts, got {self.eval_prompts}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        self.transcripts = validation.integer("transcripts", self.transcripts, minimum=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+        self.dry_run = validation.flag("dry_run", self.dry_run)
+        if not isinstance(self.sizes, dict) or not all(isinstance(v, dict) for v in self.sizes.values()):
+            raise TypeError(f"sizes must be a dict {{stage: {{setting: value}}}}, got {self.sizes!r:.80}; "
+                            "build it from 'STAGE.SETTING=VALUE' strings with runner.parse_sizes([...])")
         self.sizes = {stage: dict(values) for stage, values in self.sizes.items()}
         for stage, values in self.sizes.items():
             if stage not in self.stages or stage == "tokenizer":
@@ -84,8 +93,10 @@ class PipelineConfig:
 
 def parse_sizes(items: list[str]) -> dict:
     """``["base.max_steps=600", "ppo.kl_coef=0.1"]`` -> ``{"base": {"max_steps": 600}, "ppo": {"kl_coef": 0.1}}``."""
+    from companion import validation
+
     sizes: dict = {}
-    for item in items:
+    for item in validation.text_list("sizes (e.g. ['base.max_steps=600'])", items, allow_empty=True):
         target, eq, raw = item.partition("=")
         stage, dot, key = target.partition(".")
         if not (eq and dot and stage and key and raw):
@@ -100,6 +111,8 @@ def parse_sizes(items: list[str]) -> dict:
 
 def downstream(stage: str, stages: tuple[str, ...]) -> list[str]:
     """``stage`` and every stage of ``stages`` built (directly or not) from it."""
+    if stage not in stages:
+        raise ValueError(f"stage {stage!r} is not one of {list(stages)}")
     out = [stage]
     for s in stages:
         if s not in out and any(parent in out for parent in PARENTS[s]):

@@ -115,3 +115,38 @@ def scores(name: str, values, n: int) -> list[float]:
         raise ValueError(f"{name} returned a non-finite score ({out[bad[0]]}) for text {bad[0]}; "
                          "return finite numbers (replace NaN, e.g. by 0.0)")
     return out
+
+
+def flag(name: str, value) -> bool:
+    """``value`` as a bool (numpy bools welcome); a string such as ``"false"`` is refused, not read as True."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {_shown(value)} of type {type(value).__name__}"
+                    + (f" (did you mean {value.strip().lower() in ('true', '1', 'yes')}?)"
+                       if isinstance(value, str) else ""))
+
+
+def one_of(name: str, value, choices: Sequence) -> object:
+    """``value`` if it is one of ``choices``, else a ValueError that lists them."""
+    if isinstance(value, str) and value in choices:
+        return value
+    close = [c for c in choices if isinstance(value, str) and isinstance(c, str) and c.lower() == value.lower()]
+    raise ValueError(f"{name}={_shown(value)} is not one of {list(choices)}"
+                     + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def records(name: str, value, allow_empty: bool = False) -> list[Mapping]:
+    """A list of dicts (rankings, rows); a lone dict or string is refused (it would be read key by key)."""
+    if isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a list of dicts, got a single dict (keys {sorted(value)[:6]}); "
+                        f"wrap it in a list: [{name[:-1] if name.endswith('s') else name}]")
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a list of dicts, got {_shown(value)} of type {type(value).__name__}")
+    items = list(value)
+    bad = [i for i, x in enumerate(items) if not isinstance(x, Mapping)]
+    if bad:
+        raise TypeError(f"{name}[{bad[0]}] must be a dict, got {_shown(items[bad[0]])} of type "
+                        f"{type(items[bad[0]]).__name__}")
+    if not items and not allow_empty:
+        raise ValueError(f"{name} is empty: pass at least one")
+    return items

@@ -14,17 +14,34 @@ from companion import (
     critic_free,
     dpo,
     evaluation,
+    export,
+    overoptimization,
     ppo,
     profiles,
     reward,
+    rlaif,
+    runner,
     sampling,
     tinyworld,
     validation,
 )
-from companion.rl import lm
+from companion.rl import bandits, lm
 from companion.tokenizer import train_bpe_tokenizer
 
 LOGITS = torch.tensor([1.0, 2.0, 3.0])
+PRINCIPLE = rlaif.Principle("kind", "Which story is kinder?")
+RANKING = {"prompt": [{"role": "user", "content": "A story."}], "answers": ["Good.", "Bad."], "tiers": [[0], [1]],
+           "sources": ["sft", "sft"]}
+
+
+class _HalfJudge:
+    def prob_first(self, prompts, firsts, seconds, principle):
+        return np.full(len(prompts), 0.5)
+
+
+def _numpy_ppo_config():
+    cfg = ppo.PPOConfig(steps=np.int64(3), batch_size=np.int64(8), learning_rate=np.float32(1e-4))
+    return type(cfg.steps) is int and cfg.batch_size == 8 and isinstance(cfg.learning_rate, float)
 
 
 def _reinforce(small_tokenizer, prompts, reward_fn):
@@ -115,6 +132,70 @@ CASES = [
     ("PPO minibatches", lambda: ppo.PPOConfig(batch_size=10, num_mini_batches=3), ValueError, r"not divisible"),
     ("PPO kl estimator", lambda: ppo.PPOConfig(kl_estimator="k2"), ValueError, r"kl_estimator must be one of"),
     ("PPO temperature 0", lambda: ppo.PPOConfig(temperature=0), ValueError, r"temperature must be > 0"),
+    ("PPO kl_coef NaN", lambda: ppo.PPOConfig(kl_coef=math.nan), ValueError, r"kl_coef must be a finite number, got nan"),
+    ("PPO batch_size as float", lambda: ppo.PPOConfig(batch_size=32.0), TypeError,
+     r"batch_size must be an integer, got 32.0 .*did you mean 32"),
+    ("PPO numpy ints and floats", _numpy_ppo_config, None, None),
+    ("PPO kl_target 0", lambda: ppo.PPOConfig(kl_target=0), ValueError, r"kl_target .*None for a fixed kl_coef.* must be > 0"),
+    ("PPO missing_eos_penalty negative", lambda: ppo.PPOConfig(missing_eos_penalty=-1.0), ValueError,
+     r"missing_eos_penalty .*subtracted.* must be >= 0"),
+    ("PPO flag as a string", lambda: ppo.PPOConfig(normalize_scores="false"), TypeError,
+     r"normalize_scores must be True or False, got 'false'.*did you mean False"),
+    ("PPO adaptive KL target NaN", lambda: ppo.AdaptiveKLController(0.2, math.nan, 10_000), ValueError,
+     r"kl_target and kl_horizon must be finite numbers > 0, got nan"),
+    ("PPOTrainer config as a dict", lambda: ppo.PPOTrainer({"steps": 1}, None, None, [{"prompt": "x"}]), TypeError,
+     r"config must be a PPOConfig, got dict.*tiny_ppo_config"),
+    ("PPOTrainer prompts as strings", lambda: ppo.PPOTrainer(ppo.PPOConfig(batch_size=2), None, None, ["Once upon"]),
+     TypeError, r"prompts\[0\] is the string 'Once upon'.*\[\{'prompt': p\} for p in prompts\]"),
+    ("IPO beta 0", lambda: dpo.ipo_loss(*[torch.zeros(1)] * 4, 0.0, torch.ones(1), torch.ones(1)), ValueError,
+     r"beta \(IPO's target margin.* must be > 0"),
+    ("DPO sources as one string", lambda: dpo.preference_pairs([RANKING], sources="sft"), TypeError,
+     r"sources must be a list of strings.*\['sft'\]"),
+    ("DPO rankings as one dict", lambda: dpo.preference_pairs(RANKING), TypeError,
+     r"rankings must be a list of dicts, got a single dict.*\[ranking\]"),
+    ("DPO unknown loss type", lambda: dpo.dpo_config("unused", loss_type=["dpo"]), ValueError,
+     r"loss_type='dpo' is not one of \['sigmoid', 'hinge', 'ipo'"),
+    ("on-policy k as a string", lambda: dpo.on_policy_pairs(None, None, [], k="4"), TypeError,
+     r"k must be an integer, got '4'"),
+    ("judge principle as a string", lambda: rlaif.judge_pair(_HalfJudge(), ["p"], ["a"], ["b"], "Which is kinder?"),
+     TypeError, r"principle must be an rlaif.Principle, got str.*rlaif.Principle\('name'"),
+    ("judge prompts as one string", lambda: rlaif.judge_pair(_HalfJudge(), "abc", "def", "ghi", PRINCIPLE), TypeError,
+     r"prompts must be a list \(one per pair\), got the single string 'abc'"),
+    ("AI label NaN", lambda: rlaif.preference_dataset(["p"], ["a"], ["b"], [math.nan]), ValueError,
+     r"probs must be probabilities in \[0, 1\]; entry 0 is nan"),
+    ("AI labels clamp as a number", lambda: rlaif.ai_preferences(_HalfJudge(), ["p"], ["a"], ["b"], [PRINCIPLE],
+                                                                  clamp=0.5),
+     TypeError, r"clamp must be a pair \(lo, hi\)"),
+    ("CAI critique as a string", lambda: rlaif.critique_and_revise(None, None, "p", "a", "Be kind."), TypeError,
+     r"critique must be a dict with a 'critique' and a 'revision'.*load_cai_constitution"),
+    ("GRPO temperature 0", lambda: critic_free.grpo_config("unused", temperature=0), ValueError,
+     r"temperature must be > 0 \(GRPO and RLOO sample"),
+    ("GRPO loss type in capitals", lambda: critic_free.grpo_config("unused", loss_type="GRPO"), ValueError,
+     r"loss_type='GRPO' is not one of .*did you mean 'grpo'"),
+    ("GRPO batch as a string", lambda: critic_free.check_generation_batch(
+        {"num_generations": 4, "per_device_train_batch_size": "8", "gradient_accumulation_steps": 1}),
+     TypeError, r"per_device_train_batch_size must be an integer, got '8'"),
+    ("RLOO trained with a GRPO config", lambda: critic_free.train_rloo(None, None, None, None,
+                                                                       args=critic_free.grpo_config("unused")),
+     TypeError, r"train_rloo needs args=critic_free.rloo_config\(...\) \(a RLOOConfig\); got a GRPOConfig"),
+    ("Gao fit with a NaN gain", lambda: overoptimization.fit_gao([0, 1, 2], [0, math.nan, 1], "bon"), ValueError,
+     r"d and gain must be finite; drop the NaN/inf points first \(0 in d, 1 in gain\)"),
+    ("ONNX stop id not in a list", lambda: export.greedy_ids("model.onnx", [1], 5, 2), TypeError,
+     r"stop_ids must be a list of token ids, got 2; wrap it in a list: \[2\]"),
+    ("web export prompts as one string", lambda: export.export_web("sft", "unused", prompts="Hi!"), TypeError,
+     r"prompts must be a list of prompts, got the single string 'Hi!'"),
+    ("pipeline numpy seed", lambda: runner.PipelineConfig(seed=np.int64(1)).seed == 1, None, None),
+    ("pipeline sizes as CLI strings", lambda: runner.PipelineConfig(sizes=["base.max_steps=600"]), TypeError,
+     r"sizes must be a dict \{stage: \{setting: value\}\}.*runner.parse_sizes"),
+    ("paired result NaN", lambda: evaluation.paired_difference([1.0, math.nan], [0.0, 0.0]), ValueError,
+     r"a and b must be finite results, got 1 NaN/inf in a"),
+    ("logprobs of one string", lambda: evaluation.sequence_logprobs(None, None, "Hello", "World"), TypeError,
+     r"prompts must be a list of prompts, got the single string 'Hello'"),
+    ("compare_policies models as a list", lambda: evaluation.compare_policies([("SFT", (None, None))], []), TypeError,
+     r"models must be a dict name -> \(model, tokenizer\), got list"),
+    ("distinct_n of one string", lambda: lm.distinct_n("a b a b"), TypeError,
+     r"texts must be a list of strings, got the single string 'a b a b'"),
+    ("UCB c NaN", lambda: bandits.UCB(k=5, c=math.nan), ValueError, r"c must be a finite number, got nan"),
 ]
 
 

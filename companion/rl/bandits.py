@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from companion import validation
+
 
 @dataclass
 class GaussianBandit:
@@ -26,8 +28,7 @@ class GaussianBandit:
         self.means = np.atleast_2d(np.asarray(self.means, dtype=float))
         if self.means.shape[1] < 2:
             raise ValueError(f"a bandit needs at least 2 arms, got means of shape {self.means.shape}")
-        if self.noise < 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}")
+        self.noise = validation.number("noise", self.noise, minimum=0.0)
 
     @classmethod
     def testbed(cls, k: int = 10, runs: int = 1, seed: int = 0, noise: float = 1.0) -> GaussianBandit:
@@ -75,6 +76,9 @@ class EpsilonGreedy:
     def __post_init__(self):
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.step_size is not None:
+            self.step_size = validation.number("step_size (None: sample averages)", self.step_size, above=0.0,
+                                               maximum=1.0)
         self.Q = np.full((self.runs, self.k), float(self.initial))
         self.N = np.zeros((self.runs, self.k))
 
@@ -105,8 +109,7 @@ class UCB:
     t: int = field(init=False, default=0)
 
     def __post_init__(self):
-        if self.c < 0:
-            raise ValueError(f"c must be >= 0, got {self.c}")
+        self.c = validation.number("c", self.c, minimum=0.0)
         self.Q = np.zeros((self.runs, self.k))
         self.N = np.zeros((self.runs, self.k))
 
@@ -154,8 +157,7 @@ class GradientBandit:
     t: int = field(init=False, default=0)
 
     def __post_init__(self):
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        self.alpha = validation.number("alpha", self.alpha, above=0.0)
         self.H = np.zeros((self.runs, self.k))
         self.avg_reward = np.zeros(self.runs)
 
@@ -215,8 +217,8 @@ class BanditRun:
 
 def run_bandit(agent, bandit: GaussianBandit, steps: int, seed: int = 0, snapshot_every: int = 0) -> BanditRun:
     """Let ``agent`` play ``bandit`` for ``steps`` pulls (all runs in parallel)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = validation.integer("steps", steps, minimum=1)
+    snapshot_every = validation.integer("snapshot_every (0: no snapshots)", snapshot_every, minimum=0)
     if agent.runs != bandit.runs or agent.k != bandit.k:
         raise ValueError(
             f"agent is sized runs={agent.runs}, k={agent.k} but the bandit has runs={bandit.runs}, "

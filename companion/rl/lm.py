@@ -51,8 +51,8 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     >>> distinct_n(["a b a b"], n=2)   # bigrams: (a b), (b a), (a b)
     0.6666666666666666
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    texts = validation.text_list("texts", texts, allow_empty=True)
+    n = validation.integer("n", n, minimum=1)
     grams = []
     for t in texts:
         w = t.lower().split()
@@ -77,8 +77,8 @@ def sample_group(model, prompt_ids: Sequence[int], n: int, max_new_tokens: int, 
                  temperature: float = 1.0, pad_id: int = 0,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` sampled responses to one prompt: ``(tokens (n, T), mask (n, T))``."""
-    if n < 1 or max_new_tokens < 1:
-        raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+    n = validation.integer("n", n, minimum=1)
+    max_new_tokens = validation.integer("max_new_tokens", max_new_tokens, minimum=1)
     temperature = validation.number("temperature (> 0 for sampling)", temperature, above=0.0)
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids)] * n, device=device)

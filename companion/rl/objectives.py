@@ -14,11 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from companion import validation
+
 
 def clipped_surrogate(ratio, advantage, eps: float = 0.2):
     """Elementwise ``min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)`` (NumPy or torch inputs)."""
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    eps = validation.number("eps (the clip range)", eps, minimum=0.0)
     if isinstance(ratio, torch.Tensor) or isinstance(advantage, torch.Tensor):
         ratio, advantage = torch.as_tensor(ratio), torch.as_tensor(advantage)
         return torch.minimum(ratio * advantage, torch.clamp(ratio, 1 - eps, 1 + eps) * advantage)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from companion import validation
 from companion.rl.bandits import softmax
 from companion.rl.returns import discounted_returns
 
@@ -42,8 +43,11 @@ class ReinforceConfig:
     def __post_init__(self):
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        if self.iterations < 1 or self.batch_episodes < 1:
-            raise ValueError("iterations and batch_episodes must be >= 1")
+        self.iterations = validation.integer("iterations", self.iterations, minimum=1)
+        self.batch_episodes = validation.integer("batch_episodes", self.batch_episodes, minimum=1)
+        self.max_steps = validation.integer("max_steps", self.max_steps, minimum=1)
+        self.lr = validation.number("lr", self.lr, minimum=0.0)
+        self.gamma = validation.number("gamma", self.gamma, minimum=0.0, maximum=1.0)
 
 
 class LinearSoftmaxPolicy:
