@@ -143,7 +143,7 @@ def sentences(text: str) -> list[str]:
 
 
 def mentions(text: str, word: str, case_sensitive: bool = False) -> bool:
-    """Whole-word match of ``word`` (also its plural, for topics)."""
+    """Whole-word match of ``word``, also with an "s"/"es" ending (irregular plurals such as "mice" are not matched)."""
     flags = 0 if case_sensitive else re.IGNORECASE
     return re.search(rf"\b{re.escape(word)}(?:s|es)?\b", text, flags) is not None
 
