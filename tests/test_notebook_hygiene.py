@@ -121,3 +121,12 @@ def test_chapter_titles_carry_their_numbers():
             continue  # the preface and the appendices
         title = "".join(json.loads(path.read_text())["cells"][0]["source"]).splitlines()[0]
         assert title.startswith(f"# {int(number)}. "), f"{path.name}: title {title!r} should start with '# {int(number)}. '"
+
+
+def test_every_chapter_states_its_run_time_in_its_header():
+    for path in NOTEBOOKS:
+        if path.name.startswith("00_"):
+            continue  # the preface runs nothing
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        assert "**Run time.** Tiny profile on 2 CPU cores:" in header and "Colab T4, gpu profile:" in header, \
+            f"{path.name}: the header must state the run time on 2 CPU cores and on a Colab T4"
