@@ -142,10 +142,18 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
+def _word_pattern(word: str) -> str:
+    """A regex for ``word`` or its plural: "+s"/"+es", or the irregular plural of a topic ("mice")."""
+    forms = [rf"{re.escape(word)}(?:s|es)?"]
+    if word.lower() in _IRREGULAR_PLURALS:
+        forms.append(re.escape(_IRREGULAR_PLURALS[word.lower()]))
+    return rf"\b(?:{'|'.join(forms)})\b"
+
+
 def mentions(text: str, word: str, case_sensitive: bool = False) -> bool:
-    """Whole-word match of ``word``, also with an "s"/"es" ending (irregular plurals such as "mice" are not matched)."""
+    """Whole-word match of ``word`` or its plural ("dog"/"dogs", "box"/"boxes", "mouse"/"mice")."""
     flags = 0 if case_sensitive else re.IGNORECASE
-    return re.search(rf"\b{re.escape(word)}(?:s|es)?\b", text, flags) is not None
+    return re.search(_word_pattern(word), text, flags) is not None
 
 
 def distinct_trigram_ratio(text: str) -> float:
@@ -204,7 +212,7 @@ def main_character(story: str) -> str | None:
 def story_topics(story: str) -> list[str]:
     """Topics of :data:`TOPICS` the story mentions, most mentioned first (ties: TOPICS order)."""
     low = story.lower()
-    counts = {t: len(re.findall(rf"\b{t}(?:s|es)?\b", low)) for t in TOPICS}
+    counts = {t: len(re.findall(_word_pattern(t), low)) for t in TOPICS}
     return sorted((t for t in TOPICS if counts[t]), key=lambda t: -counts[t])
 
 

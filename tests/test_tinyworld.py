@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from companion import tinyworld as tw
@@ -181,3 +183,16 @@ def test_topic_swaps_teach_rare_topics_from_common_stories():
         assert tw.gold_judge(spec, story).success
     with pytest.raises(ValueError, match="topic_swaps >= 0"):
         tw.make_examples([GOOD], topic_swaps=-1)
+
+
+@pytest.mark.parametrize("topic", ["mouse", "bunny", "puppy", "butterfly", "box", "fish", "dog"])
+def test_gold_judge_accepts_every_topic_in_its_plural(topic):
+    story = re.sub(r"\bdogs?\b", tw.plural(topic), GOOD.replace("a small dog", "small dogs"))
+    assert tw.plural(topic) in story and (topic == "dog" or not tw.mentions(story, "dog"))
+    assert tw.gold_judge(tw.TaskSpec("Lily", topic), story).success
+    assert tw.story_topics(story)[0] == topic
+
+
+def test_mentions_is_whole_word():
+    assert not tw.mentions("a doghouse and a catalogue", "dog") and not tw.mentions("catalogue", "cat")
+    assert not tw.mentions("Lilypad", "Lily", case_sensitive=True) and not tw.mentions("lily", "Lily", case_sensitive=True)
