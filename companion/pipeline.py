@@ -22,7 +22,7 @@ from companion.seeding import seed_everything
 from companion.tokenizer import ensure_chat_template, train_bpe_tokenizer
 
 # How the SFT and reward artifacts are made; a cache built by an older recipe is rebuilt.
-RECIPES = {"sft": "tinyworld-topic-swaps-2|judge-plurals-1"}
+RECIPES = {"sft": "tinyworld-topic-swaps-2|judge-plurals-1|steps-250"}
 RECIPES["reward"] = RECIPES["sft"] + "|sft-2+base-2"
 
 

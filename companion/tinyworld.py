@@ -282,8 +282,9 @@ def make_examples(stories: list[str], seed: int = 0, held_out: bool | None = Fal
     (:data:`TOPIC_KINDS`: a dog becomes a frog, a park a beach), choosing the stand-in with
     the fewest examples so far, and rename the character too: rare topics get as many
     demonstrations as common ones, and the topic, like the name, must be read from the request.
-    :func:`sft_dataset` uses two: they raised the SFT model's held-out success from 39% to
-    55-58% (200 prompts; 45% with another data seed), more than any other data setting.
+    :func:`sft_dataset` uses two: when they were chosen (150 SFT steps) they raised the SFT
+    model's held-out success from 39% to 45-58% depending on the data seed (200 prompts), more
+    than any other data setting; ``sft.sft_config`` says how the step count was then chosen.
     ``held_out``: False keeps training pairs only, True held-out pairs only, None both.
     ``max_words`` drops long stories (the tiny model's context is 256 tokens).
     """
