@@ -103,8 +103,9 @@ def sft_config(output_dir: str = "runs/sft", profile: Profile | None = None, **o
       erase what pretraining taught.
     * ``max_steps``: 250 tiny (about 5 epochs of the tiny world's 755 demonstrations at batch 16) and 1000 gpu.
       Chosen on a validation set of held-out prompts (``tinyworld.held_out_prompts(200, seed=4321)``,
-      not the chapters' test prompts): there 250 steps gave 0.48 gold success, 150 steps 0.35 (another data draw); at
-      150 steps the test-prompt success swung from 0.30 to 0.45 with the data draw (undertrained).
+      not the chapters' test prompts): there 250 steps gave 0.48 gold success and 150 steps 0.35
+      (another data draw); at 150 steps the test-prompt success swung from 0.30 to 0.45 with the
+      data draw (undertrained).
     * ``lr_scheduler_type="cosine"`` with a short warmup: the standard fine-tuning schedule.
     * ``gradient_checkpointing`` only on a GPU; ``bf16`` where the hardware has fast bfloat16
       (a GPU, or a CPU with AMX/AVX512-BF16: see ``profiles.tiny_bf16``; ``COMPANION_BF16`` overrides).
