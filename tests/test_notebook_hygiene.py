@@ -130,3 +130,11 @@ def test_every_chapter_states_its_run_time_in_its_header():
         header = "".join(json.loads(path.read_text())["cells"][0]["source"])
         assert "**Run time.** Tiny profile on 2 CPU cores:" in header and "Colab T4, gpu profile:" in header, \
             f"{path.name}: the header must state the run time on 2 CPU cores and on a Colab T4"
+
+
+def test_every_chapter_states_its_prerequisites_in_its_header():
+    for path in NOTEBOOKS:
+        if path.name.startswith("00_"):
+            continue  # the preface is read first
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        assert "**Prerequisites.** " in header, f"{path.name}: the header must state the chapter's prerequisites"
