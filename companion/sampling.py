@@ -183,10 +183,32 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
+def _context_limit(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def check_prompt_fits(model, ids: Sequence[int]) -> None:
+    """Raise a clear error when the model cannot read ``ids``: a token it has no embedding for, or too many."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = embeddings.weight.shape[0] if embeddings is not None else None
+    if rows is not None and ids and max(ids) >= rows:
+        raise ValueError(f"the prompt has token id {max(ids)}, but the model's embedding has {rows} rows: the "
+                         "tokenizer has tokens the model was not built with (chat markers added by "
+                         "ensure_chat_template, for example). Call model.resize_token_embeddings(len(tokenizer)) and "
+                         "fine-tune the new rows (chapter 4), or use the tokenizer the model was trained with.")
+    limit = _context_limit(model)
+    if limit is not None and len(ids) > limit:
+        raise ValueError(f"the prompt is {len(ids)} tokens long, more than the model's context of {limit} tokens; "
+                         "shorten the prompt (keep its last tokens), or use a model with a longer context.")
+
+
 @torch.no_grad()
 def next_token_logits(model, tokenizer, prompt: Prompt) -> torch.Tensor:
     """The model's logits for the token that follows ``prompt`` (a 1-D float tensor on CPU)."""
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=_model_device(model))
+    ids = encode_prompt(tokenizer, prompt)
+    check_prompt_fits(model, ids)
+    ids = torch.tensor([ids], device=_model_device(model))
     model.eval()
     return model(input_ids=ids).logits[0, -1].float().cpu()
 
@@ -217,8 +239,10 @@ def stream_tokens(model, tokenizer, prompt: Prompt, max_new_tokens: int = 50,
         stops.update(chat_stop_ids(tokenizer))
     device = _model_device(model)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    ids = encode_prompt(tokenizer, prompt)
+    check_prompt_fits(model, ids)
+    ids = torch.tensor([ids], device=device)
+    limit = _context_limit(model)
     model.eval()
     out = model(input_ids=ids, use_cache=True)
     new: list[int] = []

@@ -257,3 +257,32 @@ def test_oasst_rankings_fit_rankings_to_preferences(sample_data):
     assert pairs[0]["chosen"] == best
     with pytest.raises(ValueError, match=r"neither 'tiers' nor 'ranks'.*reward.ranks_to_tiers"):
         reward.rankings_to_preferences([{"prompt": "p", "answers": ["a", "b"]}])
+
+
+def _tiny_lm(tokenizer, context_length: int = 64):
+    from companion.models import build_causal_lm
+
+    torch.manual_seed(0)
+    return build_causal_lm(tokenizer, n_layer=1, n_head=2, n_embd=16, intermediate_size=32,
+                           context_length=context_length)
+
+
+def test_a_prompt_longer_than_the_context_says_so(small_tokenizer):
+    model = _tiny_lm(small_tokenizer, context_length=16)
+    long_prompt = "Once upon a time, there was a little dog named Max. " * 4
+    for call in (lambda: sampling.generate(model, small_tokenizer, long_prompt, max_new_tokens=3),
+                 lambda: sampling.next_token_logits(model, small_tokenizer, long_prompt)):
+        with pytest.raises(ValueError, match=r"prompt is \d+ tokens long, more than the model's context of 16"):
+            call()
+
+
+def test_token_ids_the_model_has_no_embedding_for_say_so(small_tokenizer):
+    import copy
+
+    model = _tiny_lm(small_tokenizer)
+    tok = copy.deepcopy(small_tokenizer)  # the fixture is shared: add the marker to a copy
+    tok.add_special_tokens({"additional_special_tokens": ["<|new_marker|>"]})
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert len(tok) > rows
+    with pytest.raises(ValueError, match=rf"token id {rows}, but the model.s embedding has {rows} rows.*resize_token_embeddings"):
+        sampling.generate(model, tok, "Max <|new_marker|>", max_new_tokens=3)
