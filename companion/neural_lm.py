@@ -153,7 +153,7 @@ def sample_mlp(model: MLPLanguageModel, prefix: Sequence[int], bos_id: int, eos_
 
 def _scoring_window(model, context_length: int | None) -> int:
     """The window length to score with: ``context_length``, or by default the model's maximum."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # as sft.context_length
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # as sampling.context_length
     if context_length is None:
         if limit is None:
             raise ValueError("the model's config has no max_position_embeddings, so its context length is "

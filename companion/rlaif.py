@@ -530,7 +530,8 @@ class LMJudge:
 
     @torch.no_grad()
     def prob_first(self, prompts, firsts, seconds, principle) -> np.ndarray:
-        from companion.sft import check_chat_tokenizer, check_prompt_lengths, context_length
+        from companion.sampling import context_length
+        from companion.sft import check_chat_tokenizer, check_prompt_lengths
 
         tok, model = self.tokenizer, self.model
         check_chat_tokenizer(tok)

@@ -183,7 +183,8 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def _context_limit(model) -> int | None:
+def context_length(model) -> int | None:
+    """The longest input the model was built for (``max_position_embeddings``), or None if unknown."""
     config = getattr(model, "config", None)
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
@@ -197,7 +198,7 @@ def check_prompt_fits(model, ids: Sequence[int]) -> None:
                          "tokenizer has tokens the model was not built with (chat markers added by "
                          "ensure_chat_template, for example). Call model.resize_token_embeddings(len(tokenizer)) and "
                          "fine-tune the new rows (chapter 4), or use the tokenizer the model was trained with.")
-    limit = _context_limit(model)
+    limit = context_length(model)
     if limit is not None and len(ids) > limit:
         raise ValueError(f"the prompt is {len(ids)} tokens long, more than the model's context of {limit} tokens; "
                          "shorten the prompt (keep its last tokens), or use a model with a longer context.")
@@ -242,7 +243,7 @@ def stream_tokens(model, tokenizer, prompt: Prompt, max_new_tokens: int = 50,
     ids = encode_prompt(tokenizer, prompt)
     check_prompt_fits(model, ids)
     ids = torch.tensor([ids], device=device)
-    limit = _context_limit(model)
+    limit = context_length(model)
     model.eval()
     out = model(input_ids=ids, use_cache=True)
     new: list[int] = []

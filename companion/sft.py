@@ -32,6 +32,7 @@ except ImportError as e:  # an API that moved between releases: say which versio
 
 from companion.profiles import Profile
 from companion.profiles import profile as active_profile
+from companion.sampling import context_length
 from companion.tokenizer import chat_stop_ids
 from companion.training import runtime_args, train_with_oom_retry, trained_model
 
@@ -265,11 +266,6 @@ def check_chat_tokenizer(tokenizer) -> None:
         raise ValueError("the tokenizer has no chat template, so conversations cannot be rendered for the model. "
                          "Give it the book's ChatML template with companion.tokenizer.ensure_chat_template(tokenizer) "
                          "(then fine-tune on that format, chapter 4), or load an instruct model's tokenizer.")
-
-
-def context_length(model) -> int | None:
-    """The longest input the model was built for (``max_position_embeddings``), or None if unknown."""
-    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
 def check_prompt_lengths(lengths: list[int], context: int | None, first_index: int = 0, fix: str = "") -> None:
