@@ -332,6 +332,9 @@ class PolicyAndValue(nn.Module):
         self.policy = policy
         self.value_model = value_model
         self.value_head = None
+        # a critic copied from the reward model predicts on the reward model's scale; PPOTrainer sets
+        # these when it normalizes the scores, so the critic predicts the normalized returns it is trained on
+        self.value_shift, self.value_scale = 0.0, 1.0
         if value_model is None:
             self.value_head = ValueHead(policy.config.hidden_size)
         else:
@@ -352,7 +355,8 @@ class PolicyAndValue(nn.Module):
         trunk = getattr(self.value_model, getattr(self.value_model, "base_model_prefix", "model"))
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).last_hidden_state
-        return out.logits, self.value_model.score(hidden).squeeze(-1).float()
+        values = self.value_model.score(hidden).squeeze(-1).float()
+        return out.logits, (values - self.value_shift) / self.value_scale
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -645,7 +649,23 @@ class PPOTrainer:
         scores = self.accelerator.gather(scores)
         self.score_shift, self.score_scale = float(scores.mean()), float(scores.std().clamp(min=1e-6))
         self._cursor = 0
+        self._scale_critic()
         return self.score_shift, self.score_scale
+
+    def _scale_critic(self) -> None:
+        """Put a separate critic on the scale of the normalized scores it learns to predict.
+
+        DECISION: a critic copied from the reward model (InstructGPT's choice) predicts raw reward-model
+        scores. Once the scores are normalized to mean 0, std 1, that is several units off its targets;
+        value clipping lets it close only ``cliprange_value`` per update, so for a whole short run GAE's
+        advantages would be the critic's error rather than the reward. Huang et al. normalize the
+        reward model's head, which the critic inherits; this applies the same shift and scale to the
+        critic's output. A zero-initialized value head starts at 0 and needs nothing; without a reward
+        model the critic cannot be its copy, and is left as given.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        if model.value_model is not None and self.reward_model is not None:
+            model.value_shift, model.value_scale = self.score_shift, self.score_scale
 
     # ----------------------------------------------------------------- update
     def update_with_oom_retry(self, batch: Rollout) -> dict:
@@ -844,6 +864,7 @@ class PPOTrainer:
         self.step, self.kl_coef = state["step"], state["kl_coef"]
         self.score_shift, self.score_scale, self._cursor = state["score_shift"], state["score_scale"], state["cursor"]
         self.history = state["history"]
+        self._scale_critic()
         if "generator" in saved:
             self._generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])

@@ -396,6 +396,21 @@ def spec_of(row: dict) -> TaskSpec:
     return TaskSpec(row["name"], row["topic"], int(row.get("template", 0)))
 
 
+def gold_reward(prompts: list, completions: list, name: list[str], topic: list[str], template: list[int] | None = None,
+                **kwargs) -> list[float]:
+    """The gold judge's score as a reward function with GRPO's signature, for :func:`prompt_dataset` rows.
+
+    For experiments only: optimizing the very judge that grades the result measures what a perfect
+    reward model would allow, the ceiling of RLHF in this world (Gao et al.'s "gold" reward).
+    """
+    if not (len(completions) == len(name) == len(topic)):
+        raise ValueError(f"gold_reward got {len(completions)} completions but {len(name)} names and {len(topic)} "
+                         "topics; pass the prompt dataset's columns (tinyworld.prompt_dataset) unchanged")
+    templates = template if template is not None else [0] * len(completions)
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [gold_judge(TaskSpec(n, t, int(k)), x).score for n, t, k, x in zip(name, topic, templates, texts)]
+
+
 def judge_rows(rows: list[dict], responses: list[str]) -> list[float]:
     """Gold-judge scores of responses to prompt-dataset rows (see :func:`prompt_dataset`)."""
     if len(rows) != len(responses):

@@ -216,6 +216,35 @@ def test_reward_model_and_shared_or_separate_critic(small_lm):
         assert tr.score_scale != 1.0 and len(hist["objective/scores"]) == 2
 
 
+def test_a_critic_copied_from_the_reward_model_predicts_normalized_scores(small_lm):
+    # A reward model whose scores sit far from 0: normalized, they have mean 0 and std 1, and the
+    # critic copied from it must predict on that scale too, or it starts several units off its targets.
+    from companion.reward import reward_model_from_causal_lm
+
+    model, tok = small_lm
+    rm = reward_model_from_causal_lm(copy.deepcopy(model), tok)
+    head = torch.nn.Linear(rm.score.in_features, 1, bias=True)  # a head with a bias, as some reward models have
+    with torch.no_grad():
+        head.weight.copy_(rm.score.weight * 10)
+        head.bias.fill_(5.0)
+    rm.score = head
+    cfg = ppo.PPOConfig(steps=1, batch_size=8, max_new_tokens=6, use_cpu=True, normalize_scores=True)
+    tr = ppo.PPOTrainer(cfg, copy.deepcopy(model), tok, ROWS, reward_model=rm, value_model=copy.deepcopy(rm))
+    batch = tr.rollout(ROWS * 4)
+    full = torch.cat([batch.queries, batch.responses], 1)
+    attn = torch.cat([(batch.queries != tok.pad_token_id).long(), batch.mask.long()], 1)
+    before = tr._forward(tr.model, full, attn)[1]
+    shift, scale = tr.calibrate_scores()
+    assert abs(shift) > 3 * scale  # the raw scores are far from 0 on their own scale
+    after = tr._forward(tr.model, full, attn)[1]
+    assert torch.allclose(after, (before - shift) / scale, atol=1e-4)
+    # without a reward model to be copied from, a given critic is left on its own scale
+    plain = ppo.PPOTrainer(cfg, copy.deepcopy(model), tok, ROWS, reward_funcs=count_token(5),
+                           value_model=copy.deepcopy(rm))
+    plain.calibrate_scores()
+    assert torch.allclose(plain._forward(plain.model, full, attn)[1], before, atol=1e-4)
+
+
 def test_lora_policy_uses_its_base_as_reference(small_lm):
     from peft import LoraConfig, get_peft_model
 

@@ -196,3 +196,16 @@ def test_gold_judge_accepts_every_topic_in_its_plural(topic):
 def test_mentions_is_whole_word():
     assert not tw.mentions("a doghouse and a catalogue", "dog") and not tw.mentions("catalogue", "cat")
     assert not tw.mentions("Lilypad", "Lily", case_sensitive=True) and not tw.mentions("lily", "Lily", case_sensitive=True)
+
+
+def test_gold_reward_is_the_judge_with_grpos_signature():
+    specs = tw.make_instructions(6, seed=3)
+    rows = tw.prompt_dataset(specs).to_list()
+    stories = [f"Once upon a time {s.name} found a {s.topic}. {s.name} was very happy. The end." for s in specs]
+    stories[0] = "Once upon a time there was a dog."
+    columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    got = tw.gold_reward([r["prompt"] for r in rows], [[{"role": "assistant", "content": t}] for t in stories], **columns)
+    assert got == tw.judge_rows(rows, stories)
+    assert got[0] < max(got)  # the answer that ignores the request scores lower
+    with pytest.raises(ValueError, match="prompt dataset's columns"):
+        tw.gold_reward([], stories, name=columns["name"][:2], topic=columns["topic"])
