@@ -300,7 +300,7 @@ def tiny_ppo_config(**overrides) -> PPOConfig:
     - ``normalize_scores=True`` and ``missing_eos_penalty=1.0`` (Huang et al.'s details).
 
     The learning rate and KL coefficient were chosen before the critic was put on the normalized
-    scale (:meth:`PPOTrainer._scale_critic`); since then PPO optimizes chapter 5's reward model
+    scale (``PPOTrainer._scale_critic``); since then PPO optimizes chapter 5's reward model
     harder at the same settings, and ``lam`` stays TRL's 0.95, which carries a final score back to
     a story's first sentence only through the critic (chapter 7 measures ``lam=1.0`` with the gold
     judge as the reward).
