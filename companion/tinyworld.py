@@ -407,8 +407,8 @@ def gold_reward(prompts: list, completions: list, name: list[str], topic: list[s
         raise ValueError(f"gold_reward got {len(completions)} completions but {len(name)} names and {len(topic)} "
                          "topics; pass the prompt dataset's columns (tinyworld.prompt_dataset) unchanged")
     templates = template if template is not None else [0] * len(completions)
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [gold_judge(TaskSpec(n, t, int(k)), x).score for n, t, k, x in zip(name, topic, templates, texts)]
+    rows = [{"name": n, "topic": t, "template": k} for n, t, k in zip(name, topic, templates)]
+    return judge_rows(rows, [c if isinstance(c, str) else c[-1]["content"] for c in completions])
 
 
 def judge_rows(rows: list[dict], responses: list[str]) -> list[float]:
