@@ -265,7 +265,25 @@ def ppo_components(profile: Profile | None = None) -> dict:
     return {"policy": policy, "tokenizer": tok, "reward_model": rm, "reward_tokenizer": rm_tok, "value_model": None}
 
 
-RECIPES["ppo"] = RECIPES["reward"] + "|ppo-2-critic-scale"
+RECIPES["ppo"] = RECIPES["reward"] + "|ppo-2-critic-scale|topic-rule-2|lam-1|steps-24"
+
+
+def ppo_rewards(profile: Profile | None = None) -> dict:
+    """What PPO optimizes besides the reward model: ``reward_funcs`` and their ``reward_weights``.
+
+    Tiny: the topic rule (:func:`companion.tinyworld.topic_reward`, 1 when the story mentions the
+    requested topic) with weight 2, about one standard deviation of the reward model's scores on
+    the SFT model's samples. Chapter 7 measures that the tiny reward model cannot learn the topic
+    check (its accuracy on minimal topic pairs is near chance), so the check it cannot see is added
+    as a rule, as production pipelines add rule-based rewards beside a reward model.
+    gpu: none (the reward model alone).
+    """
+    from companion import tinyworld
+
+    p = profile or active_profile()
+    if p.is_tiny:
+        return {"reward_funcs": [tinyworld.topic_reward], "reward_weights": [2.0]}
+    return {"reward_funcs": None, "reward_weights": None}
 
 
 def ppo_prompts(profile: Profile | None = None):
@@ -290,7 +308,7 @@ def ppo_config(profile: Profile | None = None, **overrides):
 
 
 def build_ppo_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
-    """Train the SFT model with PPO against the reward model (chapter 7) and save it to ``out``.
+    """Train the SFT model with PPO against the reward model and :func:`ppo_rewards` (chapter 7); save it to ``out``.
 
     Saves the policy (LoRA merged in the gpu profile), its tokenizer and ``ppo_history.json``
     (every logged metric per step); returns its training time and the score normalization.
@@ -302,10 +320,13 @@ def build_ppo_model(out: Path, profile: Profile | None = None, **overrides) -> d
     p = profile or active_profile()
     seed_everything(p.seed)
     parts = ppo_components(p)
-    cfg = ppo_config(p, **{"seed": p.seed, **stage_sizes("ppo", p), **overrides})
+    rules = ppo_rewards(p)
+    cfg = ppo_config(p, **{"seed": p.seed, "reward_weights": rules["reward_weights"], **stage_sizes("ppo", p),
+                           **overrides})
     trainer = ppo.PPOTrainer(cfg, parts["policy"], parts["tokenizer"], ppo_prompts(p),
                              reward_model=parts["reward_model"], reward_tokenizer=parts["reward_tokenizer"],
-                             value_model=parts["value_model"], judge=tinyworld.judge_rows)
+                             reward_funcs=rules["reward_funcs"], value_model=parts["value_model"],
+                             judge=tinyworld.judge_rows)
     history = trainer.train()
     policy = trainer.policy
     if hasattr(policy, "merge_and_unload"):

@@ -411,6 +411,21 @@ def gold_reward(prompts: list, completions: list, name: list[str], topic: list[s
     return judge_rows(rows, [c if isinstance(c, str) else c[-1]["content"] for c in completions])
 
 
+def topic_reward(prompts: list, completions: list, topic: list[str], **kwargs) -> list[float]:
+    """1.0 where a completion mentions its request's topic (or the topic's plural), else 0.0.
+
+    A *verifiable* reward with GRPO's signature, for :func:`prompt_dataset` rows: the gold judge's
+    topic check as a rule, for RL beside a learned reward model that cannot see it (chapter 7).
+    Production pipelines mix such rules with reward models where a property can be checked
+    mechanically (rule-based rewards; RL with verifiable rewards).
+    """
+    if len(completions) != len(topic):
+        raise ValueError(f"topic_reward got {len(completions)} completions but {len(topic)} topics; pass the "
+                         "prompt dataset's columns (tinyworld.prompt_dataset) unchanged")
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [float(mentions(t, w)) for t, w in zip(texts, topic)]
+
+
 def judge_rows(rows: list[dict], responses: list[str]) -> list[float]:
     """Gold-judge scores of responses to prompt-dataset rows (see :func:`prompt_dataset`)."""
     if len(rows) != len(responses):

@@ -245,6 +245,36 @@ def test_a_critic_copied_from_the_reward_model_predicts_normalized_scores(small_
     assert torch.allclose(plain._forward(plain.model, full, attn)[1], before, atol=1e-4)
 
 
+def test_reward_weights_combine_sources_and_each_source_is_logged(small_lm):
+    from companion.reward import reward_model_from_causal_lm
+    from companion.reward import score as rm_score
+
+    model, tok = small_lm
+    rm = reward_model_from_causal_lm(copy.deepcopy(model), tok)
+
+    def ones(prompts, completions, **kw):
+        return [1.0] * len(completions)
+
+    def half_none(prompts, completions, **kw):
+        return [None if i % 2 else 4.0 for i in range(len(completions))]
+
+    cfg = ppo.PPOConfig(steps=1, batch_size=4, max_new_tokens=6, use_cpu=True, reward_weights=[2.0, 0.5])
+    tr = ppo.PPOTrainer(cfg, copy.deepcopy(model), tok, ROWS, reward_model=rm, reward_funcs=[ones, half_none])
+    batch = tr.rollout(ROWS * 2)
+    direct = rm_score(rm, tok, [r["prompt"] for r in batch.rows], batch.texts)
+    assert torch.allclose(batch.parts["reward_model"], direct, atol=1e-6)
+    expected = direct + 2.0 * 1.0 + torch.tensor([0.5 * 4.0, 0.0, 0.5 * 4.0, 0.0])  # None: that source is skipped
+    assert torch.allclose(batch.raw_scores, expected, atol=1e-5)
+    hist = tr.train(progress=False)
+    assert hist["rewards/ones"] == [1.0] and hist["rewards/half_none"] == [4.0]  # unweighted means, NaNs left out
+    assert "rewards/reward_model" in hist
+    with pytest.raises(ValueError, match="one weight per function"):
+        ppo.PPOTrainer(ppo.PPOConfig(batch_size=2, max_new_tokens=4, use_cpu=True, reward_weights=[1.0]),
+                       copy.deepcopy(model), tok, ROWS, reward_funcs=[ones, half_none])
+    with pytest.raises(ValueError, match="reward_weights"):
+        ppo.PPOConfig(reward_weights=2.0)
+
+
 def test_lora_policy_uses_its_base_as_reference(small_lm):
     from peft import LoraConfig, get_peft_model
 

@@ -209,3 +209,16 @@ def test_gold_reward_is_the_judge_with_grpos_signature():
     assert got[0] < max(got)  # the answer that ignores the request scores lower
     with pytest.raises(ValueError, match="prompt dataset's columns"):
         tw.gold_reward([], stories, name=columns["name"][:2], topic=columns["topic"])
+
+
+def test_topic_reward_is_the_judges_topic_check_as_a_rule():
+    specs = [tw.TaskSpec("Lily", "mouse", 0), tw.TaskSpec("Tom", "dog", 1), tw.TaskSpec("Max", "frog", 2)]
+    rows = tw.prompt_dataset(specs).to_list()
+    stories = ["Lily saw two mice in the barn. She was happy.", "Tom had a cat. The end.", "Max and the frog played."]
+    columns = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+    got = tw.topic_reward([r["prompt"] for r in rows], [[{"role": "assistant", "content": t}] for t in stories],
+                          **columns)
+    assert got == [1.0, 0.0, 1.0]  # an irregular plural counts; a story about another animal does not
+    assert got == [float(tw.gold_judge(s, t).checks["topic"]) for s, t in zip(specs, stories)]
+    with pytest.raises(ValueError, match="prompt dataset's columns"):
+        tw.topic_reward([], stories, topic=columns["topic"][:2])
