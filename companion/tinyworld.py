@@ -396,6 +396,11 @@ def spec_of(row: dict) -> TaskSpec:
     return TaskSpec(row["name"], row["topic"], int(row.get("template", 0)))
 
 
+def completion_texts(completions: list) -> list[str]:
+    """The answer text of each completion, plain strings or conversations (the last message's content)."""
+    return [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+
+
 def gold_reward(prompts: list, completions: list, name: list[str], topic: list[str], template: list[int] | None = None,
                 **kwargs) -> list[float]:
     """The gold judge's score as a reward function with GRPO's signature, for :func:`prompt_dataset` rows.
@@ -408,7 +413,7 @@ def gold_reward(prompts: list, completions: list, name: list[str], topic: list[s
                          "topics; pass the prompt dataset's columns (tinyworld.prompt_dataset) unchanged")
     templates = template if template is not None else [0] * len(completions)
     rows = [{"name": n, "topic": t, "template": k} for n, t, k in zip(name, topic, templates)]
-    return judge_rows(rows, [c if isinstance(c, str) else c[-1]["content"] for c in completions])
+    return judge_rows(rows, completion_texts(completions))
 
 
 def topic_reward(prompts: list, completions: list, topic: list[str], **kwargs) -> list[float]:
@@ -422,8 +427,7 @@ def topic_reward(prompts: list, completions: list, topic: list[str], **kwargs) -
     if len(completions) != len(topic):
         raise ValueError(f"topic_reward got {len(completions)} completions but {len(topic)} topics; pass the "
                          "prompt dataset's columns (tinyworld.prompt_dataset) unchanged")
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [float(mentions(t, w)) for t, w in zip(texts, topic)]
+    return [float(mentions(t, w)) for t, w in zip(completion_texts(completions), topic)]
 
 
 def judge_rows(rows: list[dict], responses: list[str]) -> list[float]:
