@@ -358,13 +358,20 @@ def ppo_history(profile: Profile | None = None) -> dict:
 STAGES["ppo"] = ppo_model
 
 
-RECIPES["dpo"] = RECIPES["sft"] + "|dpo-onpolicy-extremes+topic-1"
+DPO_DATA_RECIPE = RECIPES["sft"] + "|dpo-onpolicy-extremes+topic-1"  # round 1's answers, rankings and pairs
+RECIPES["dpo"] = DPO_DATA_RECIPE + "|rounds-2"
 
 
 def dpo_sizes(profile: Profile | None = None) -> dict:
-    """How much on-policy preference data DPO gets: ``answers`` sampled per training prompt."""
+    """How much on-policy preference data DPO gets: ``rounds`` of ``answers`` sampled per training prompt.
+
+    Two rounds on the tiny profile, measured on 250 held-out prompts against SFT: one round
+    of 128 prompts gained +0.044 (within noise), two rounds +0.116 ± 0.042; one round with two
+    epochs, or on 384 prompts (three times the training), +0.092.  Fresh answers from the
+    improved model teach more than more of the SFT model's answers.
+    """
     p = profile or active_profile()
-    sizes = dict(prompts=128, answers=4) if p.is_tiny else dict(prompts=1024, answers=4)
+    sizes = dict(prompts=128, answers=4, rounds=2) if p.is_tiny else dict(prompts=512, answers=4, rounds=2)
     return {**sizes, **{k: v for k, v in stage_sizes("dpo", p).items() if k in sizes}}
 
 
@@ -387,13 +394,25 @@ def dpo_policy(profile: Profile | None = None):
     return policy, tok, sft.lora_config(r=16, alpha=32)
 
 
-def dpo_rankings(profile: Profile | None = None) -> list[dict]:
-    """The SFT model's own answers to training prompts, ranked by the gold judge (built with the "dpo" artifact)."""
+def _round_dir(path: Path, round_number: int) -> Path:
+    return path / f"round-{round_number}"
+
+
+def _check_round(round_number: int, p: Profile) -> int:
+    rounds = dpo_sizes(p)["rounds"]
+    if not isinstance(round_number, int) or isinstance(round_number, bool) or not 1 <= round_number <= rounds:
+        raise ValueError(f"round_number must be a round of the DPO run, 1 to {rounds}, got {round_number!r}")
+    return round_number
+
+
+def dpo_rankings(profile: Profile | None = None, round_number: int = 1) -> list[dict]:
+    """A DPO round's answers to its training prompts, ranked by the gold judge (round 1: the SFT model's)."""
     from companion import reward
 
     p = profile or active_profile()
+    _check_round(round_number, p)
     dpo_model(p)
-    return reward.load_rankings(artifacts.artifact_dir("dpo", p.name) / "rankings_dpo.jsonl")
+    return reward.load_rankings(_round_dir(artifacts.artifact_dir("dpo", p.name), round_number) / "rankings.jsonl")
 
 
 def dpo_pairs(rankings: list[dict], topic_pairs: bool = True):
@@ -404,38 +423,58 @@ def dpo_pairs(rankings: list[dict], topic_pairs: bool = True):
 
     parts = [dpo.preference_pairs(rankings, extremes=True)]
     if topic_pairs:
-        parts.append(dpo.topic_contrast_pairs(rankings))
+        try:
+            parts.append(dpo.topic_contrast_pairs(rankings))
+        except ValueError as err:  # no best answer names its topic (a few prompts, or a weak policy)
+            print(f"dpo_pairs: no topic pairs ({err}); training on best-vs-worst pairs only")
     return concatenate_datasets(parts).shuffle(seed=0)
 
 
 def build_dpo_model(out: Path, profile: Profile | None = None, **overrides) -> dict:
-    """One round of online DPO from the SFT model (chapter 9), saved to ``out``.
+    """Online, iterative DPO from the SFT model (chapter 9), saved to ``out``.
 
-    The starting policy (:func:`dpo_policy`) answers training prompts (:func:`dpo_sizes`),
-    the gold judge ranks the answers (saved as ``rankings_dpo.jsonl``), and DPO trains on
-    :func:`dpo_pairs` (LoRA merged in the gpu profile).  ``dpo_history.json`` keeps TRL's
-    logs per step.
+    Each round (:func:`dpo_sizes`), the current policy answers fresh training prompts, the
+    gold judge ranks the answers, and DPO trains on :func:`dpo_pairs` with the round's
+    starting policy as the reference; the next round starts from the result.  ``out`` holds
+    the final model; ``out/round-<k>/`` holds each round's rankings (``rankings.jsonl``) and
+    TRL's logs (``history.json``), and every round's model but the last, with its tokenizer
+    (LoRA merged in the gpu profile).
     """
+    import json
+
     from companion import reward, tinyworld
 
     p = profile or active_profile()
     seed_everything(p.seed)
     policy, tok, peft_config = dpo_policy(p)
     s = dpo_sizes(p)
-    specs = tinyworld.make_instructions(s["prompts"], seed=9, held_out=False)
-    answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"], seed=100 * p.seed)
-    rankings = reward.judge_rankings(specs, answers)
-    reward.save_rankings(rankings, out / "rankings_dpo.jsonl")
-    pairs = dpo_pairs(rankings)
     extra = {k: v for k, v in stage_sizes("dpo", p).items() if k not in s}
-    return _train_and_save_dpo(out, p, policy, tok, peft_config, pairs, "dpo_history.json", **{**extra, **overrides})
+    rounds = []
+    for k in range(1, s["rounds"] + 1):
+        folder = _round_dir(out, k)
+        folder.mkdir(parents=True)
+        specs = tinyworld.make_instructions(s["prompts"], seed=9 + 1000 * (k - 1), held_out=False)
+        answers = reward.sample_answers(policy, tok, [x.messages() for x in specs], s["answers"],
+                                        seed=100 * p.seed + k - 1)
+        rankings = reward.judge_rankings(specs, answers)
+        reward.save_rankings(rankings, folder / "rankings.jsonl")
+        pairs = dpo_pairs(rankings)
+        policy, result = _train_dpo(p, policy, tok, peft_config, pairs, **{**extra, **overrides})
+        (folder / "history.json").write_text(json.dumps(result.history))
+        if k < s["rounds"]:
+            policy.save_pretrained(folder)
+            tok.save_pretrained(folder)
+        rounds.append({"pairs": len(pairs), "train_seconds": result.train_seconds,
+                       "sample_success": sum(x for r in rankings for x in r["success"]) / (len(specs) * s["answers"])})
+    policy.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"train_seconds": sum(r["train_seconds"] for r in rounds), "pairs": sum(r["pairs"] for r in rounds),
+            "rounds": rounds, "peak_memory_mb": result.peak_memory_mb}
 
 
-def _train_and_save_dpo(out: Path, p: Profile, policy, tok, peft_config, pairs, history_file: str,
-                        **overrides) -> dict:
-    """Train DPO from ``policy`` on ``pairs`` with the book's config; save the (merged) model and TRL's logs."""
+def _train_dpo(p: Profile, policy, tok, peft_config, pairs, **overrides):
+    """DPO from ``policy`` on ``pairs`` with the book's config: (trained model, LoRA merged; TRL's result)."""
     import copy
-    import json
 
     from companion import dpo
 
@@ -443,33 +482,52 @@ def _train_and_save_dpo(out: Path, p: Profile, policy, tok, peft_config, pairs, 
     with tempfile.TemporaryDirectory() as run_dir:
         result = dpo.train_dpo(start, tok, pairs, dpo.dpo_config(run_dir, p, **overrides), peft_config=peft_config)
     model = result.model.merge_and_unload() if hasattr(result.model, "merge_and_unload") else result.model
+    return model, result
+
+
+def _train_and_save_dpo(out: Path, p: Profile, policy, tok, peft_config, pairs, history_file: str,
+                        **overrides) -> dict:
+    """Train DPO from ``policy`` on ``pairs`` with the book's config; save the (merged) model and TRL's logs."""
+    import json
+
+    model, result = _train_dpo(p, policy, tok, peft_config, pairs, **overrides)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     (out / history_file).write_text(json.dumps(result.history))
     return {"train_seconds": result.train_seconds, "pairs": len(pairs), "peak_memory_mb": result.peak_memory_mb}
 
 
-def dpo_model(profile: Profile | None = None, rebuild: bool = False):
-    """(model, tokenizer) of the DPO-trained policy, cached as artifact "dpo" (see :func:`build_dpo_model`)."""
+def dpo_model(profile: Profile | None = None, rebuild: bool = False, round_number: int | None = None):
+    """(model, tokenizer) of the DPO-trained policy, cached as artifact "dpo" (see :func:`build_dpo_model`).
+
+    ``round_number=1`` gives the model after the first round (the one-round DPO that chapter 8's
+    RLAIF run is compared with); the default is the final model.
+    """
     p = profile or active_profile()
+    if round_number is not None:
+        _check_round(round_number, p)
     path = artifacts.get_or_build("dpo", lambda out: build_dpo_model(out, p), rebuild=rebuild,
                                   profile_name=p.name, recipe=RECIPES["dpo"])
+    if round_number is not None and round_number < dpo_sizes(p)["rounds"]:
+        return AutoModelForCausalLM.from_pretrained(_round_dir(path, round_number)).to(p.device), \
+            AutoTokenizer.from_pretrained(path)
     return AutoModelForCausalLM.from_pretrained(path).to(p.device), AutoTokenizer.from_pretrained(path)
 
 
-def dpo_history(profile: Profile | None = None) -> dict:
-    """TRL's per-step logs of the cached DPO run (builds it if needed)."""
+def dpo_history(profile: Profile | None = None, round_number: int = 1) -> dict:
+    """TRL's per-step logs of a round of the cached DPO run (builds it if needed)."""
     import json
 
     p = profile or active_profile()
+    _check_round(round_number, p)
     dpo_model(p)
-    return json.loads((artifacts.artifact_dir("dpo", p.name) / "dpo_history.json").read_text())
+    return json.loads((_round_dir(artifacts.artifact_dir("dpo", p.name), round_number) / "history.json").read_text())
 
 
 STAGES["dpo"] = dpo_model
 
 
-RECIPES["rlaif"] = RECIPES["dpo"] + "|rlaif-minilm-sst2-judge-1"
+RECIPES["rlaif"] = DPO_DATA_RECIPE + "|rlaif-minilm-sst2-judge-1"
 JUDGE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # the gpu profile's AI judge (COMPANION_JUDGE_MODEL overrides it)
 
 
@@ -574,12 +632,24 @@ STAGES["rlaif"] = rlaif_model
 
 
 # --------------------------------------------------------------------------- held-out evaluations, computed once
+# models kept inside a stage's artifact that chapters evaluate too: name -> (artifact, loader)
+INNER_MODELS = {"dpo-round-1": ("dpo", lambda p: dpo_model(p, round_number=1))}
+
+
+def _artifact_of(stage: str) -> str:
+    return INNER_MODELS[stage][0] if stage in INNER_MODELS else stage
+
+
+def _load_stage(stage: str, p: Profile):
+    return INNER_MODELS[stage][1](p) if stage in INNER_MODELS else STAGES[stage](p)
+
+
 def _rows_file(stage: str, specs, settings: dict, p: Profile) -> Path:
     """Where the greedy evaluation of cached ``stage`` on ``specs`` is stored (keyed by what it depends on)."""
     import hashlib
     import json
 
-    key = {"stage": artifacts.metadata(stage, p.name).get("created"),
+    key = {"stage": artifacts.metadata(_artifact_of(stage), p.name).get("created"),
            "reward": artifacts.metadata("reward", p.name).get("created"),
            "specs": [(s.name, s.topic, s.template) for s in specs], "settings": settings}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -594,7 +664,8 @@ def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = N
     model, greedy unless ``settings`` say otherwise) the first time and reads the stored
     rows after that.  A rebuilt stage or reward model, other specs or other settings are a
     new entry.  Pass the result as ``known=`` to ``compare_policies``; the KL to the
-    reference is computed there, because it depends on the reference.
+    reference is computed there, because it depends on the reference.  Besides the stages,
+    ``"dpo-round-1"`` names the DPO run's first-round model (:data:`INNER_MODELS`).
     """
     import json
 
@@ -603,12 +674,12 @@ def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = N
     from companion import evaluation
 
     p = profile or active_profile()
-    unknown = [s for s in stages.values() if s not in STAGES]
+    unknown = [s for s in stages.values() if s not in STAGES and s not in INNER_MODELS]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+        raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)} (and {list(INNER_MODELS)})")
     for name in ("reward", *stages.values()):
-        if not artifacts.exists(name, p.name):
-            STAGES[name](p)  # build what is missing first: the rows are keyed by the artifacts
+        if not artifacts.exists(_artifact_of(name), p.name):
+            STAGES[_artifact_of(name)](p)  # build what is missing first: the rows are keyed by the artifacts
     rows = {}
     rm = None
     for label, stage in stages.items():
@@ -619,7 +690,7 @@ def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = N
         else:
             if rm is None:
                 rm = reward_model(p)
-            model, tok = STAGES[stage](p)
+            model, tok = _load_stage(stage, p)
             row = evaluation.compare_policies({label: (model, tok)}, specs, rm[0], rm[1], **settings)[label]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

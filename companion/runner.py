@@ -30,7 +30,7 @@ CORE = ("tokenizer", "base", "sft", "reward")
 PARENTS = {"tokenizer": (), "base": ("tokenizer",), "sft": ("base",), "reward": ("sft",), "ppo": ("reward",),
            "dpo": ("sft",), "rlaif": ("dpo",)}
 # seconds each stage took to build from scratch on a 2-core CPU (tiny profile, measured)
-TINY_SECONDS = {"tokenizer": 15, "base": 1000, "sft": 230, "reward": 200, "ppo": 260, "dpo": 260, "rlaif": 140}
+TINY_SECONDS = {"tokenizer": 15, "base": 1000, "sft": 230, "reward": 200, "ppo": 260, "dpo": 330, "rlaif": 140}
 
 
 @dataclass

@@ -200,3 +200,36 @@ def test_short_kto_run_trains(small_lm, tmp_path):
 def test_string_model_gets_a_clear_error(small_tokenizer, tmp_path):
     with pytest.raises(TypeError, match="load it first"):
         dpo.train_dpo("some/model", small_tokenizer, _pairs(2), dpo.dpo_config(str(tmp_path)))
+
+
+# --------------------------------------------------------------------------- the book's iterative DPO artifact
+def test_iterative_dpo_samples_each_round_from_the_previous_rounds_model(small_lm, monkeypatch, tmp_path):
+    from companion import pipeline, reward
+
+    model, tok = small_lm
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    monkeypatch.setattr(pipeline, "dpo_policy", lambda profile=None: (model, tok, None))
+    monkeypatch.setattr(pipeline, "dpo_sizes", lambda profile=None: dict(prompts=4, answers=2, rounds=2))
+    seen = []
+
+    def sample(policy, tokenizer, prompts, k, **kw):  # a good and a bad answer, and which weights answered
+        seen.append({n: p.detach().clone() for n, p in policy.named_parameters()})
+        return [[GOOD.replace("Lily", "Max"), "bad bad bad"] for _ in prompts]
+
+    monkeypatch.setattr(reward, "sample_answers", sample)
+    out = tmp_path / "dpo"
+    out.mkdir()
+    meta = pipeline.build_dpo_model(out, learning_rate=5e-3, per_device_train_batch_size=2, max_length=128)
+    assert len(seen) == 2 and all(torch.equal(seen[0][n], start[n]) for n in start)  # round 1: the SFT model
+    assert any(not torch.equal(seen[1][n], start[n]) for n in start)  # round 2: round 1's model answers
+    first = type(model).from_pretrained(out / "round-1")
+    assert all(torch.equal(p, seen[1][n]) for n, p in first.named_parameters())  # saved: round 2's reference
+    final = type(model).from_pretrained(out)
+    assert any(not torch.equal(p, seen[1][n]) for n, p in final.named_parameters())  # round 2 trained on
+    assert [len(reward.load_rankings(out / f"round-{k}" / "rankings.jsonl")) for k in (1, 2)] == [4, 4]
+    assert (out / "round-2" / "history.json").is_file() and not (out / "round-2" / "config.json").exists()
+    assert len(meta["rounds"]) == 2 and meta["pairs"] == sum(r["pairs"] for r in meta["rounds"])
+    with pytest.raises(ValueError, match="round_number must be a round of the DPO run, 1 to 2, got 3"):
+        pipeline.dpo_history(round_number=3)
+    with pytest.raises(ValueError, match="round_number"):
+        pipeline.dpo_model(round_number=0)

@@ -35,7 +35,7 @@ def test_gpu_dpo_policy_is_the_chat_model_with_lora_and_a_distinct_pad(gpu_chat)
 
 
 def test_gpu_dpo_artifact_trains_lora_and_saves_a_merged_model(gpu_chat, monkeypatch, tmp_path):
-    monkeypatch.setattr(pipeline, "dpo_sizes", lambda profile=None: dict(prompts=4, answers=2))
+    monkeypatch.setattr(pipeline, "dpo_sizes", lambda profile=None: dict(prompts=4, answers=2, rounds=2))
     # two fixed answers per prompt (one good, one bad) instead of the stand-in model's noise
     monkeypatch.setattr(reward, "sample_answers",
                         lambda policy, tok, prompts, k, **kw: [[GOOD.replace("Lily", "Max"), "bad bad bad"]
@@ -45,11 +45,14 @@ def test_gpu_dpo_artifact_trains_lora_and_saves_a_merged_model(gpu_chat, monkeyp
     out.mkdir()
     meta = pipeline.build_dpo_model(out, learning_rate=1e-2, logging_steps=1, per_device_train_batch_size=2,
                                     gradient_accumulation_steps=1)
-    assert meta["pairs"] >= 4 and len(reward.load_rankings(out / "rankings_dpo.jsonl")) == 4
+    assert meta["pairs"] >= 8 and [r["pairs"] >= 4 for r in meta["rounds"]] == [True, True]
+    assert all(len(reward.load_rankings(out / f"round-{k}" / "rankings.jsonl")) == 4 for k in (1, 2))
+    first, _ = load_pretrained(str(out / "round-1"))  # round 1's merged model, round 2's reference
+    assert not any("lora_" in n for n, _ in first.named_parameters())
     model, tok = load_pretrained(str(out))
     assert not any("lora_" in n for n, _ in model.named_parameters())  # merged into plain weights
     assert tok.pad_token == PAD
-    history = json.loads((out / "dpo_history.json").read_text())
+    history = json.loads((out / "round-2" / "history.json").read_text())
     margins = [m for m in history["rewards/margins"] if m is not None]
     assert len(margins) >= 2
     before = base.state_dict()

@@ -181,7 +181,7 @@ def test_stage_sizes_change_the_book_recipes():
     book = pipeline.base_config(profile("tiny"))
     assert (book.max_steps, book.warmup_steps, book.seed) == (1200, 120, 0)
     assert pipeline.reward_sizes(p)["train_prompts"] == 16 and "learning_rate" not in pipeline.reward_sizes(p)
-    assert pipeline.dpo_sizes(p) == {"prompts": 8, "answers": 4}
+    assert pipeline.dpo_sizes(p) == {"prompts": 8, "answers": 4, "rounds": 2}
     from companion.training import runtime_args
 
     assert runtime_args(p)["seed"] == 2 and runtime_args(profile("tiny"))["seed"] == 0

@@ -47,3 +47,18 @@ def test_rows_are_computed_once_and_keyed_by_specs_settings_and_artifact(fake_st
 def test_an_unknown_stage_is_named(fake_stages):
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['sfft'\]"):
         pipeline.stage_evaluations({"SFT": "sfft"}, tinyworld.held_out_prompts(2))
+
+
+def test_a_model_inside_an_artifact_is_keyed_by_that_artifact(fake_stages, monkeypatch):
+    artifacts.store("dpo", lambda out: {"note": "stand-in"})
+    loaded = []
+    monkeypatch.setitem(pipeline.INNER_MODELS, "dpo-round-1",
+                        ("dpo", lambda p: loaded.append("round 1") or ("dpo-round-1-model", "tok")))
+    specs = tinyworld.held_out_prompts(2)
+    pipeline.stage_evaluations({"DPO, one round": "dpo-round-1"}, specs)
+    pipeline.stage_evaluations({"DPO, one round": "dpo-round-1"}, specs)
+    assert loaded == ["round 1"] and fake_stages[0][0] == ["DPO, one round"]
+    time.sleep(1.1)
+    artifacts.store("dpo", lambda out: {"note": "rebuilt"})  # a rebuilt DPO run makes its round-1 row stale
+    pipeline.stage_evaluations({"DPO, one round": "dpo-round-1"}, specs)
+    assert loaded == ["round 1", "round 1"]
