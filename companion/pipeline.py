@@ -646,18 +646,6 @@ def _load_stage(stage: str, p: Profile):
     return INNER_MODELS[stage][1](p) if stage in INNER_MODELS else STAGES[stage](p)
 
 
-def _rows_file(stage: str, specs, settings: dict, p: Profile) -> Path:
-    """Where the greedy evaluation of cached ``stage`` on ``specs`` is stored (keyed by what it depends on)."""
-    import hashlib
-    import json
-
-    key = {"stage": artifacts.metadata(_artifact_of(stage), p.name).get("created"),
-           "reward": artifacts.metadata("reward", p.name).get("created"),
-           "specs": [(s.name, s.topic, s.template) for s in specs], "settings": settings}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return artifacts.cache_root() / p.name / ".evaluations" / f"{stage}-{digest}.json"
-
-
 def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = None, **settings) -> dict:
     """Held-out rows of cached stages (display name -> stage name), each computed once and stored.
 
@@ -669,11 +657,7 @@ def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = N
     reference is computed there, because it depends on the reference.  Besides the stages,
     ``"dpo-round-1"`` names the DPO run's first-round model (:data:`INNER_MODELS`).
     """
-    import json
-
-    import numpy as np
-
-    from companion import evaluation
+    from companion import evaluation, results
 
     p = profile or active_profile()
     unknown = [s for s in stages.values() if s not in STAGES and s not in INNER_MODELS]
@@ -682,21 +666,18 @@ def stage_evaluations(stages: dict[str, str], specs, profile: Profile | None = N
     for name in ("reward", *stages.values()):
         if not artifacts.exists(_artifact_of(name), p.name):
             STAGES[_artifact_of(name)](p)  # build what is missing first: the rows are keyed by the artifacts
+    rm = []  # loaded on the first row that has to be computed
+
+    def evaluate(label: str, stage: str) -> dict:
+        if not rm:
+            rm.extend(reward_model(p))
+        model, tok = _load_stage(stage, p)
+        return evaluation.compare_policies({label: (model, tok)}, specs, rm[0], rm[1], **settings)[label]
+
     rows = {}
-    rm = None
     for label, stage in stages.items():
-        path = _rows_file(stage, specs, settings, p)
-        if path.is_file():
-            row = json.loads(path.read_text())
-            row["per_prompt"] = np.asarray(row["per_prompt"])
-        else:
-            if rm is None:
-                rm = reward_model(p)
-            model, tok = _load_stage(stage, p)
-            row = evaluation.compare_policies({label: (model, tok)}, specs, rm[0], rm[1], **settings)[label]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**row, "per_prompt": row["per_prompt"].tolist()}))
-            tmp.replace(path)
-        rows[label] = row
+        key = {"specs": [(s.name, s.topic, s.template) for s in specs], "settings": settings}
+        row = results.cached(f"evaluation-{stage}", key, lambda label=label, stage=stage: evaluate(label, stage),
+                             depends=[_artifact_of(stage), "reward"], profile_name=p.name)
+        rows[label] = {k: v for k, v in row.items() if k != "cached"}
     return rows
